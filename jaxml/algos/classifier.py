@@ -1,0 +1,108 @@
+"""Supervised classification with softmax cross-entropy (optional label smoothing).
+
+The runner's algorithm contract, which every `jaxml/algos/<name>.py` follows:
+  validate(config, dataset)              host-side checks, raise ConfigError before compiling
+  init_state(config, dataset, key)       -> TrainState (the runner jits it, sharded)
+  make_train_step(config, dataset)       -> step(state, batch, key) -> (state, metrics)
+  make_eval_step(config, dataset)        -> eval(state, batch) -> {sums..., "count"}
+  make_feature_fn(config, dataset)       -> features(state, batch) -> [B, D] (linear probe)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxml import models
+from jaxml.core import rng
+from jaxml.core.optim import make_optimizer
+from jaxml.core.state import TrainState, split_model
+from jaxml.data import augment
+from jaxml.data.base import ArraySplit
+from jaxml.errors import ConfigError
+
+
+def num_classes(config, dataset) -> int:
+  return int(config.model.get("num_classes", 0) or dataset.num_classes)
+
+
+def validate(config, dataset) -> None:
+  classes = num_classes(config, dataset)
+  if classes < dataset.num_classes:
+    raise ConfigError(f"labels out of range: dataset {dataset.name!r} has "
+                      f"{dataset.num_classes} classes but model.num_classes={classes}")
+  for name, split in (("train", dataset.train), ("test", dataset.test)):
+    if isinstance(split, ArraySplit):
+      labels = np.asarray(split.arrays["label"])
+      if labels.min() < 0 or labels.max() >= classes:
+        raise ConfigError(f"labels out of range: {name} labels span [{labels.min()}, "
+                          f"{labels.max()}] but the model has {classes} classes")
+
+
+def init_state(config, dataset, key) -> TrainState:
+  model = models.create(config.model, num_classes=num_classes(config, dataset),
+                        input_shape=dataset.input_shape, rngs=nnx.Rngs(params=key))
+  graphdef, params, model_state = split_model(model)
+  tx = make_optimizer(config.optimizer, config.num_steps)
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    model_state=model_state, graphdef=graphdef)
+
+
+def cross_entropy(logits, labels, classes: int, label_smoothing: float = 0.0):
+  """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, classes), label_smoothing) \
+      if label_smoothing else jax.nn.one_hot(labels, classes)
+  return optax.softmax_cross_entropy(logits, targets)
+
+
+def make_train_step(config, dataset):
+  tx = make_optimizer(config.optimizer, config.num_steps)
+  classes = num_classes(config, dataset)
+  smoothing = float(config.get("label_smoothing", 0.0))
+
+  def train_step(state: TrainState, batch, key):
+    images = augment.augment(rng.stream(key, "augment"), batch["image"], config.augment)
+
+    def loss_fn(params):
+      # copy=True: BatchNorm statistics are mutated inside grad, at a deeper trace level.
+      model = nnx.merge(state.graphdef, params, state.model_state, copy=True)
+      logits = model(images, train=True)
+      loss = cross_entropy(logits, batch["label"], classes, smoothing).mean()
+      return loss, (logits, split_model(model)[2])
+
+    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss,
+               "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+               "grad_norm": optax.tree.norm(grads)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         model_state=model_state), metrics
+
+  return train_step
+
+
+def make_eval_step(config, dataset):
+  classes = num_classes(config, dataset)
+
+  def eval_step(state: TrainState, batch):
+    logits = state.model()(batch["image"], train=False)
+    mask = batch["mask"]
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return {"loss": jnp.sum(cross_entropy(logits, batch["label"], classes) * mask),
+            "accuracy": jnp.sum(correct * mask), "count": jnp.sum(mask)}
+
+  return eval_step
+
+
+def make_feature_fn(config, dataset):
+  del config, dataset
+
+  def features(state: TrainState, batch):
+    return state.model().features(batch["image"], train=False)
+
+  return features

@@ -1,0 +1,75 @@
+"""The one checkpoint path: Orbax `CheckpointManager`, async, keep N, atomic commits.
+
+Orbax writes each step into a temporary directory and renames it on commit, so a process
+killed mid-save leaves no half-written step that looks finished. A step that *was* committed
+but cannot be read back (disk corruption, a truncated copy) is moved aside with a warning and
+the previous step is restored instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpointer:
+  """Saves and restores the train state under `<workdir>/checkpoints`."""
+
+  def __init__(self, workdir: str, *, max_to_keep: int = 3, use_async: bool = True):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.quarantine = os.path.join(os.path.abspath(workdir), "checkpoints_corrupt")
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, enable_async_checkpointing=use_async, create=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def restore_latest(self, abstract_state: Any) -> Any | None:
+    """The newest readable state (shaped and sharded like `abstract_state`), or None."""
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      except Exception as err:  # pylint: disable=broad-except  # any unreadable step
+        log.warning("checkpoint at step %d is unreadable (%s: %s); moving it to %s and "
+                    "trying the previous one", step, type(err).__name__,
+                    str(err).splitlines()[0][:200] if str(err) else "", self.quarantine)
+        self._quarantine(step)
+    return None
+
+  def _quarantine(self, step: int) -> None:
+    if jax.process_index() == 0:
+      os.makedirs(self.quarantine, exist_ok=True)
+      target = os.path.join(self.quarantine, str(step))
+      shutil.rmtree(target, ignore_errors=True)
+      shutil.move(os.path.join(self.directory, str(step)), target)
+    self._manager.reload()
+
+  def save(self, step: int, state: Any) -> None:
+    """Starts an async save of `state` at `step` (a no-op if that step is already saved)."""
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+
+  def reached_preemption(self, step: int) -> bool:
+    """True on every host once any host received a preemption notice (multi-host)."""
+    return self._manager.reached_preemption(step)
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def abstract_like(tree: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs carrying the target shardings: what restore fills in."""
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

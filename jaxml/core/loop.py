@@ -1,0 +1,117 @@
+"""The training loop: steps, periodic logging/eval/checkpoints, preemption, non-finite stop.
+
+Per-step metrics stay on device until a log step, so the host never waits on the device
+mid-interval; at a log step (and before every checkpoint) they are fetched, checked for
+NaN/Inf, averaged and written.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxml.core.preemption import Preemption
+from jaxml.data.pipeline import Prefetcher, train_batch
+from jaxml.errors import NonFiniteError
+from jaxml.evaluators.passes import evaluate
+
+
+class _Pending:
+  """Per-step metrics not yet written, and the running wall-clock/input-wait accounting."""
+
+  def __init__(self, nonfinite: str):
+    self.rows: list[tuple[int, dict]] = []
+    self.nonfinite = nonfinite
+
+  def add(self, step: int, metrics) -> None:
+    self.rows.append((step, metrics))
+
+  def flush(self) -> dict[str, float]:
+    """Fetches, checks and averages the pending metrics (empty dict if none)."""
+    if not self.rows:
+      return {}
+    rows = [(step, {k: float(v) for k, v in m.items()})
+            for step, m in zip((s for s, _ in self.rows),
+                               jax.device_get([m for _, m in self.rows]))]
+    self.rows = []
+    if self.nonfinite == "stop":
+      for step, metrics in rows:
+        bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+        if bad:
+          raise NonFiniteError(
+              f"train/{bad[0]} is {metrics[bad[0]]} at step {step}; stopping without saving. "
+              "Lower the learning rate, or set --config.nonfinite=skip to skip such updates")
+    # In skip mode a skipped step's loss is NaN by definition; average the steps that counted.
+    return {f"train/{k}": _finite_mean([m[k] for _, m in rows]) for k in rows[0][1]}
+
+
+def _finite_mean(values: list[float]) -> float:
+  finite = [v for v in values if np.isfinite(v)]
+  return float(np.mean(finite)) if finite else float("nan")
+
+
+def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writer):
+  """Runs steps [state.step, config.num_steps); returns (state, summary)."""
+  start, stop = int(state.step), int(config.num_steps)
+  pending = _Pending(config.get("nonfinite", "stop"))
+  prefetch = Prefetcher(lambda s: train_batch(dataset.train, mesh, config.seed, s,
+                                              config.batch_size), start, stop)
+  bar = tqdm(total=stop, initial=start, unit="step", dynamic_ncols=True,
+             disable=not (writer.active and config.get("progress", True)))
+  preemption = Preemption(checkpointer)
+  timer = {"t0": None, "steps": 0, "wait0": 0.0, "last": time.perf_counter(), "last_step": start}
+  step = start
+  try:
+    with preemption.installed(), jax.transfer_guard("disallow"):
+      while step < stop:
+        batch = prefetch.next(step)
+        state, metrics = steps.train(state, batch, base_key)
+        pending.add(step, metrics)
+        step += 1
+        bar.update(1)
+        if timer["t0"] is None:  # steady-state timing starts after the compiling first step
+          jax.block_until_ready(state)
+          timer.update(t0=time.perf_counter(), wait0=prefetch.wait_seconds, steps=step)
+        with jax.transfer_guard("allow"):
+          if step % config.log_every == 0 or step == stop:
+            _log(step, pending, writer, bar, prefetch, timer)
+          if step % config.eval_every == 0 and step != stop:
+            writer.write(step, {f"eval/{k}": v for k, v in evaluate(
+                steps, state, dataset.test, mesh, config.eval_batch_size).items()})
+          preempted = preemption.requested(step)
+          if step % config.checkpoint_every == 0 or step == stop or preempted:
+            _log(step, pending, writer, bar, prefetch, timer)  # never checkpoint a NaN state
+            checkpointer.save(step, state)
+          if preempted:
+            checkpointer.wait()
+            bar.write(f"preempted: checkpoint saved at step {step}; rerun to continue")
+            break
+  finally:
+    prefetch.close()
+    bar.close()
+  return state, _summary(step, stop, timer, prefetch)
+
+
+def _log(step, pending, writer, bar, prefetch, timer) -> None:
+  metrics = pending.flush()
+  if not metrics:
+    return
+  now = time.perf_counter()
+  elapsed = now - timer["last"]
+  metrics["perf/steps_per_second"] = (step - timer["last_step"]) / max(elapsed, 1e-9)
+  timer.update(last=now, last_step=step)
+  writer.write(step, metrics)
+  if "train/loss" in metrics:
+    bar.set_postfix(loss=f"{metrics['train/loss']:.4g}", refresh=False)
+
+
+def _summary(step, stop, timer, prefetch) -> dict:
+  summary = {"step": step, "preempted": step < stop}
+  if timer["t0"] is not None and step > timer["steps"]:
+    seconds = time.perf_counter() - timer["t0"]
+    summary["perf/steps_per_second"] = (step - timer["steps"]) / seconds
+    summary["perf/input_wait_fraction"] = (prefetch.wait_seconds - timer["wait0"]) / seconds
+  return summary

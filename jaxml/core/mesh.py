@@ -1,0 +1,56 @@
+"""The device mesh and the shardings every run uses.
+
+Axis-type mode for the whole project: **Auto**. Data parallelism is jit over global arrays
+sharded on the `data` axis with explicit in/out shardings; XLA inserts the gradient
+all-reduce. `jax.shard_map` is used only where a collective is the point (e.g. SupCon's
+all-gather), and works on the same Auto mesh.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from jaxml.errors import ConfigError
+
+DATA_AXIS = "data"
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+  """A 1-D `data` mesh over all devices, or over the first `num_devices` (single process)."""
+  total = jax.device_count()
+  if num_devices in (0, None) or num_devices == total:
+    return jax.make_mesh((total,), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+  if jax.process_count() > 1:
+    raise ConfigError(f"num_devices={num_devices}: a multi-host run uses all {total} devices;"
+                      " leave num_devices at 0")
+  if not 0 < num_devices <= total:
+    raise ConfigError(f"num_devices={num_devices}: this machine has {total} devices")
+  devices = np.array(jax.devices()[:num_devices])
+  return Mesh(devices, (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over `data`; other dimensions replicated."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def local_batch_size(mesh: Mesh, global_batch_size: int, what: str = "batch_size") -> int:
+  """This process's share of a global batch; the global batch must split evenly."""
+  devices = mesh.devices.size
+  if global_batch_size <= 0 or global_batch_size % devices:
+    raise ConfigError(f"{what}={global_batch_size} is not divisible by the device count "
+                      f"({devices}); use a multiple of {devices}")
+  return global_batch_size // jax.process_count()
+
+
+def to_global(mesh: Mesh, local: dict[str, np.ndarray], global_batch_size: int) -> dict:
+  """Assembles each host's slice into global arrays sharded on `data`."""
+  sharding = data_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(
+      sharding, v, (global_batch_size,) + v.shape[1:]) for k, v in local.items()}

@@ -1,0 +1,45 @@
+"""Optimizers and learning-rate schedules from a config block.
+
+`optimizer.name` is an optax constructor (`sgd`, `adamw`, `lars`, ...); the schedule is linear
+warmup then cosine (or constant) decay over the run.
+"""
+
+from __future__ import annotations
+
+import optax
+
+from jaxml.errors import ConfigError
+
+SCHEDULES = ("cosine", "constant")
+
+
+def make_schedule(opt_config, num_steps: int) -> optax.Schedule:
+  lr = float(opt_config.learning_rate)
+  warmup = int(opt_config.get("warmup_steps", 0))
+  name = opt_config.get("schedule", "cosine")
+  if name not in SCHEDULES:
+    raise ConfigError(f"optimizer.schedule={name!r}; choose one of {', '.join(SCHEDULES)}")
+  if name == "constant":
+    after = optax.constant_schedule(lr)
+  else:
+    after = optax.cosine_decay_schedule(lr, decay_steps=max(num_steps - warmup, 1))
+  if warmup <= 0:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
+
+
+def make_optimizer(opt_config, num_steps: int) -> optax.GradientTransformation:
+  """`optimizer.name` with the schedule, plus optional global-norm clipping of updates."""
+  name = opt_config.name
+  constructor = getattr(optax, name, None)
+  if constructor is None or not callable(constructor):
+    raise ConfigError(f"optimizer.name={name!r} is not an optax optimizer (e.g. sgd, adamw)")
+  kwargs = {"learning_rate": make_schedule(opt_config, num_steps)}
+  if name in ("sgd", "lars") and opt_config.get("momentum", 0.0):
+    kwargs["momentum"] = float(opt_config.momentum)
+  if "weight_decay" in opt_config and name in ("adamw", "lars", "lamb"):
+    kwargs["weight_decay"] = float(opt_config.weight_decay)
+  tx = constructor(**kwargs)
+  if opt_config.get("clip_global_norm", 0.0):
+    tx = optax.chain(optax.clip_by_global_norm(float(opt_config.clip_global_norm)), tx)
+  return tx

@@ -1,0 +1,57 @@
+"""What a data source returns: random-access splits of examples.
+
+Every source, bundled, TFDS, generated or environment-collected, returns a `Dataset` whose
+splits can read any set of example indices as one batched dict of NumPy arrays. Random access
+is what makes the data order a pure function of (seed, step), and so makes resume exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Protocol
+
+import numpy as np
+
+
+class Split(Protocol):
+  """A random-access collection of examples."""
+
+  def __len__(self) -> int:
+    ...
+
+  def read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    """Returns the examples at `indices`, stacked: each value has leading dim len(indices)."""
+    ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySplit:
+  """A split held in memory as equal-length NumPy arrays (generated or collected data)."""
+
+  arrays: Mapping[str, np.ndarray]
+
+  def __post_init__(self):
+    lengths = {k: len(v) for k, v in self.arrays.items()}
+    if len(set(lengths.values())) != 1:
+      raise ValueError(f"ArraySplit arrays must have equal length, got {lengths}")
+
+  def __len__(self) -> int:
+    return len(next(iter(self.arrays.values())))
+
+  def read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[indices] for k, v in self.arrays.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """Train and test splits plus what a model needs to know about them.
+
+  Examples are dicts with at least `image` (float32, [H, W, C], scaled to [0, 1]) and
+  `label` (int32 scalar) for classification sources.
+  """
+
+  train: Split
+  test: Split
+  num_classes: int
+  input_shape: tuple[int, ...]
+  name: str = ""

@@ -1,0 +1,41 @@
+"""Passes over a whole split with the jitted eval/feature functions (padded, masked)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxml.data.pipeline import eval_batches
+from jaxml.evaluators import linear_probe as probe_lib
+
+
+def evaluate(steps, state, split, mesh, batch_size: int) -> dict[str, float]:
+  """Means of the eval step's per-batch sums over the split, divided by its `count`."""
+  totals = None
+  for batch in eval_batches(split, mesh, batch_size):
+    sums = steps.eval(state, batch)
+    totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+  totals = {k: float(v) for k, v in jax.device_get(totals).items()}
+  count = totals.pop("count")
+  return {k: v / count for k, v in totals.items()}
+
+
+def collect_features(steps, state, split, mesh, batch_size: int):
+  """(features [N, D], labels [N]) of a whole split, gathered onto every host."""
+  feats, labels, masks = [], [], []
+  for batch in eval_batches(split, mesh, batch_size):
+    for store, value in ((feats, steps.features(state, batch)), (labels, batch["label"]),
+                         (masks, batch["mask"])):
+      store.append(np.asarray(multihost_utils.process_allgather(value, tiled=True)))
+  keep = np.concatenate(masks) > 0
+  return np.concatenate(feats)[keep], np.concatenate(labels)[keep]
+
+
+def linear_probe(steps, state, dataset, mesh, config) -> dict[str, float]:
+  """Fits a linear head on frozen features of the train split, scores it on the test split."""
+  train_x, train_y = collect_features(steps, state, dataset.train, mesh, config.eval_batch_size)
+  test_x, test_y = collect_features(steps, state, dataset.test, mesh, config.eval_batch_size)
+  result = probe_lib.evaluate(train_x, train_y, test_x, test_y, dataset.num_classes,
+                              l2=float(config.linear_probe.get("l2", 1e-4)))
+  return {f"probe/{k}": float(v) for k, v in result.items()}

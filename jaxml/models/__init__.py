@@ -1,0 +1,56 @@
+"""Classification models, loaded by module name.
+
+`create(model_config, ...)` imports `jaxml.models.<model_config.name>` and calls its `create`,
+so adding a model is adding one file: there is no registry to keep in sync.
+
+Every model maps NHWC float32 images (the MLP flattens whatever it gets) to logits and shares
+one interface, which the algorithms rely on:
+
+  model(x, *, train=False)          -> logits [B, num_classes]   == model.head(features(x))
+  model.features(x, *, train=False) -> [B, model.feature_dim]    (what a linear probe sees)
+  model.head                        -> the final nnx.Linear, so it can be zeroed or replaced
+
+Models hold no RNG state and no dropout, so a train step is a pure function of (params,
+batch); BatchNorm running statistics (`nnx.BatchStat`) are the only non-`nnx.Param` state:
+
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  # inside jit:
+  m = nnx.merge(graphdef, params, rest)
+  logits = m(x, train=True)
+  _, _, new_rest = nnx.split(m, nnx.Param, ...)   # updated batch statistics
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from flax import nnx
+import ml_collections
+
+from jaxml.errors import ConfigError
+
+
+def available() -> list[str]:
+  """Names of the model modules in this package (what `model_config.name` may be)."""
+  return sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
+
+
+def create(
+    model_config: ml_collections.ConfigDict,
+    *,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    rngs: nnx.Rngs,
+) -> nnx.Module:
+  """Builds the model that `model_config.name` names; `input_shape` excludes the batch dim."""
+  name = model_config.get("name", None)
+  names = available()
+  # Checked against the package listing rather than by catching ImportError, so a real import
+  # error inside a model file is not misreported as an unknown name.
+  if not isinstance(name, str) or name not in names:
+    raise ConfigError(f"unknown model name {name!r}; available models: {', '.join(names)}")
+  module = importlib.import_module(f"{__name__}.{name}")
+  return module.create(
+      model_config, num_classes=num_classes, input_shape=tuple(input_shape), rngs=rngs
+  )

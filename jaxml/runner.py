@@ -1,0 +1,114 @@
+"""The experiment runner: config -> mesh -> data -> algorithm -> loop -> checkpoints -> artifacts.
+
+`run(config, workdir)` is the whole lifecycle of one experiment. Every check that can fail on
+bad input happens before anything compiles. A run started again on the same workdir resumes
+from the newest readable checkpoint and ends with exactly the parameters an uninterrupted run
+would have (the data order and the keys are pure functions of (seed, step)).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pkgutil
+import tempfile
+
+import jax
+
+from jaxml import algos as _algos
+from jaxml.core import mesh as mesh_lib
+from jaxml.core.checkpoint import Checkpointer
+from jaxml.evaluators.passes import evaluate, linear_probe
+from jaxml.core.loop import train_loop
+from jaxml.core.metrics import MetricWriter
+from jaxml.core.plots import plot_metrics
+from jaxml.core.steps import Steps
+from jaxml.data import load_dataset
+from jaxml.errors import ConfigError
+
+NONFINITE_MODES = ("stop", "skip")
+
+
+def run(config, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns a summary."""
+  workdir = prepare_workdir(workdir)
+  algo = load_algo(config.algo)
+  mesh = mesh_lib.make_mesh(config.get("num_devices", 0))
+  check_config(config, mesh)
+  dataset = load_dataset(config.data)
+  if hasattr(algo, "validate"):
+    algo.validate(config, dataset)
+  is_chief = jax.process_index() == 0
+  if is_chief:
+    _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+
+  # Made replicated on the mesh (every host) so the loop never transfers a key.
+  init_key, train_key = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
+                                out_shardings=mesh_lib.replicated(mesh))()
+  steps = Steps.build(algo, config, dataset, mesh)
+  checkpointer = Checkpointer(workdir, max_to_keep=config.get("keep_checkpoints", 3))
+  state = checkpointer.restore_latest(steps.abstract_state)
+  if state is None:
+    state = steps.init(init_key)
+  writer = MetricWriter(workdir, start_step=int(state.step))
+  try:
+    state, summary = train_loop(config, state, steps, dataset, mesh, train_key,
+                                checkpointer, writer)
+    if not summary["preempted"]:
+      final = {f"eval/{k}": v for k, v in evaluate(steps, state, dataset.test, mesh,
+                                                  config.eval_batch_size).items()}
+      if steps.features is not None and config.get("linear_probe", {}).get("enabled", False):
+        final.update(linear_probe(steps, state, dataset, mesh, config))
+      writer.write(summary["step"], final)
+      summary.update(final)
+  finally:
+    writer.close()
+    checkpointer.wait()
+    checkpointer.close()
+  if is_chief:
+    artifacts = os.path.join(workdir, "artifacts")
+    os.makedirs(artifacts, exist_ok=True)
+    _write_json(os.path.join(artifacts, "summary.json"), summary)
+    plot_metrics(writer.path, os.path.join(artifacts, "metrics.png"))
+  summary["workdir"] = workdir
+  return summary
+
+
+def load_algo(name: str):
+  available = sorted(m.name for m in pkgutil.iter_modules(_algos.__path__))
+  if name not in available:
+    raise ConfigError(f"unknown algorithm {name!r}; available: {', '.join(available)}")
+  return importlib.import_module(f"jaxml.algos.{name}")
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates `workdir` (absolute) and proves it is writable, or raises ConfigError."""
+  if not workdir:
+    raise ConfigError("--workdir is required")
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test-"):
+      pass
+  except OSError as err:
+    raise ConfigError(f"workdir {workdir} is not writable: {err.strerror or err}") from None
+  return workdir
+
+
+def check_config(config, mesh) -> None:
+  for key in ("batch_size", "eval_batch_size"):
+    mesh_lib.local_batch_size(mesh, config[key], key)
+  for key in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
+    if config[key] <= 0:
+      raise ConfigError(f"{key}={config[key]} must be positive")
+  if config.get("nonfinite", "stop") not in NONFINITE_MODES:
+    raise ConfigError(f"nonfinite={config.nonfinite!r}; choose one of "
+                      f"{', '.join(NONFINITE_MODES)}")
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=str)
+  os.replace(tmp, path)

@@ -1,0 +1,96 @@
+"""The command-line entry point: parse flags, join the hosts, hand over to the runner.
+
+  python -m launch.main --config experiments/<name>.py[:<variant>] --workdir DIR \
+      [--config.key=value ...] [--multihost | --coordinator_address=H:P --num_processes=N
+      --process_id=I]
+
+Bad input (unknown config key or variant, wrong type, unknown algorithm or dataset,
+unwritable workdir, ...) prints one line on stderr and exits 2 before anything compiles.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, optionally with ':variant'.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, artifacts.")
+_MULTIHOST = flags.DEFINE_bool(
+    "multihost", False, "Call jax.distributed.initialize() with cluster auto-detection "
+    "(TPU VM slices, SLURM, ...).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, for an explicit multi-host launch.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
+def _one_line(err: BaseException) -> str:
+  text = str(err).strip().strip('"').strip("'")
+  return text.splitlines()[-1] if text else type(err).__name__
+
+
+def parse_flags(argv):
+  """absl flag parsing, with every config problem reported as one line and exit code 2."""
+  try:
+    rest = flags.FLAGS(argv)
+    config = _CONFIG.value  # loading errors in the config file surface here
+    if config is None:
+      _fail("--config is required, e.g. --config experiments/classifier.py:smoke")
+    config.algo  # pylint: disable=pointless-statement  # a deferred load error raises here
+  except flags.Error as err:
+    _fail(_one_line(err))
+  except (ValueError, KeyError, AttributeError, TypeError, ImportError, OSError) as err:
+    if isinstance(err, AttributeError) or isinstance(err, KeyError):
+      _fail(f"unknown config key: {_one_line(err)}")
+    _fail(_one_line(err))
+  if not _WORKDIR.value:
+    _fail("--workdir is required")
+  return rest
+
+
+def main(argv):
+  if len(argv) > 1:
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Imports after flag parsing so `--help` and bad flags answer without loading JAX.
+  import jax  # pylint: disable=import-outside-toplevel
+  from jaxml import errors, runner  # pylint: disable=import-outside-toplevel
+
+  if _COORDINATOR.value:
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  elif _MULTIHOST.value:
+    jax.distributed.initialize()
+  try:
+    summary = runner.run(_CONFIG.value, _WORKDIR.value)
+  except errors.ConfigError as err:
+    _fail(str(err))
+  except errors.NonFiniteError as err:
+    _fail(str(err), code=1)
+  if jax.process_index() == 0:
+    _report(summary)
+
+
+def _report(summary: dict) -> None:
+  if summary.get("preempted"):
+    print(f"preempted at step {summary['step']}; checkpoint saved in "
+          f"{summary['workdir']}/checkpoints. Run the same command again to resume.")
+    return
+  scores = {k: v for k, v in summary.items()
+            if k.startswith(("eval/", "probe/")) and k.endswith(("accuracy", "loss"))}
+  print("final " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())))
+  print(f"outputs: {summary['workdir']} (metrics.jsonl, config.json, checkpoints/, "
+        "artifacts/metrics.png, TensorBoard events)")
+
+
+if __name__ == "__main__":
+  logging.set_verbosity(logging.WARNING)
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,16 @@
+"""Every test runs on 8 simulated CPU devices; this must run before jax is imported.
+
+The XLA compilation cache is shared by the tests and the launcher subprocesses they start,
+so the same programs are not compiled again and again (it cuts a launcher run ~20 s -> ~8 s).
+"""
+
+import os
+import tempfile
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "jaxml-test-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

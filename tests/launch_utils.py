@@ -1,0 +1,95 @@
+"""Running the real launcher in a subprocess, and reading what it left in a workdir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def launcher_env(devices: int = 8) -> dict:
+  env = dict(os.environ)
+  flags = [f for f in env.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def launch_cmd(config: str, workdir, *overrides: str) -> list[str]:
+  return [sys.executable, "-m", "launch.main", f"--config={config}", f"--workdir={workdir}",
+          "--config.progress=False", *overrides]
+
+
+def run_launcher(config: str, workdir, *overrides: str, devices: int = 8,
+                 timeout: float = 600) -> subprocess.CompletedProcess:
+  return subprocess.run(launch_cmd(config, workdir, *overrides), cwd=REPO,
+                        env=launcher_env(devices), capture_output=True, text=True,
+                        timeout=timeout, check=False)
+
+
+def start_launcher(config: str, workdir, *overrides: str, devices: int = 8) -> subprocess.Popen:
+  return subprocess.Popen(launch_cmd(config, workdir, *overrides), cwd=REPO,
+                          env=launcher_env(devices), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def last_logged_step(workdir) -> int:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return -1
+  with open(path, encoding="utf-8") as f:
+    lines = [l for l in f.read().splitlines() if l.endswith("}")]
+  import json  # pylint: disable=import-outside-toplevel
+  return json.loads(lines[-1])["step"] if lines else -1
+
+
+def wait_for_step(proc: subprocess.Popen, workdir, step: int, timeout: float = 300) -> int:
+  """Polls metrics.jsonl until `step` is logged; returns the logged step."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    logged = last_logged_step(workdir)
+    if logged >= step:
+      return logged
+    if proc.poll() is not None:
+      raise AssertionError(f"run ended before step {step}: {proc.stderr.read()[-2000:]}")
+    time.sleep(0.01)
+  raise AssertionError(f"step {step} not reached in {timeout}s")
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  ckpt = os.path.join(workdir, "checkpoints")
+  return sorted(int(d) for d in os.listdir(ckpt) if d.isdigit())
+
+
+def restore_arrays(workdir, step: int | None = None) -> dict[str, np.ndarray]:
+  """Every array of a saved train state, flattened to {path: array}, read without a target."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  step = checkpoint_steps(workdir)[-1] if step is None else step
+  path = os.path.join(os.path.abspath(workdir), "checkpoints", str(step), "default")
+  checkpointer = ocp.StandardCheckpointer()
+  metadata = checkpointer.metadata(path).item_metadata
+  one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  # Restored onto one local device, so checkpoints from any topology can be compared.
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one_device),
+                        metadata)
+  tree = checkpointer.restore(path, target)
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat}
+
+
+def assert_same_arrays(a: dict, b: dict, exact: bool = True, rtol: float = 1e-5,
+                       atol: float = 1e-6) -> None:
+  assert a.keys() == b.keys()
+  for key in a:
+    if exact:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    else:
+      np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=atol, err_msg=key)

@@ -1,0 +1,81 @@
+"""The real launcher: every experiment's smoke variant runs; bad input exits 2 in one line."""
+
+import glob
+import json
+import os
+
+import pytest
+
+from tests.launch_utils import REPO, run_launcher
+
+EXPERIMENTS = sorted(os.path.relpath(p, REPO)
+                     for p in glob.glob(os.path.join(REPO, "experiments", "[!_]*.py")))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_smoke_variant_runs_through_launcher(experiment, tmp_path):
+  proc = run_launcher(f"{experiment}:smoke", tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "final " in proc.stdout and str(tmp_path) in proc.stdout
+  summary = json.load(open(tmp_path / "artifacts" / "summary.json"))
+  assert summary["preempted"] is False and summary["step"] > 0
+  config = json.load(open(tmp_path / "config.json"))
+  assert config["algo"] == summary.get("algo", config["algo"])
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert all("step" in r for r in rows)
+  assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
+  assert os.path.exists(tmp_path / "artifacts" / "metrics.png")
+
+
+def test_default_digits_prints_accuracy_above_chance(tmp_path):
+  """The README's first command, shortened: the default config really learns digits."""
+  proc = run_launcher("experiments/classifier.py", tmp_path, "--config.num_steps=300",
+                      "--config.eval_every=300", "--config.checkpoint_every=300")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.load(open(tmp_path / "artifacts" / "summary.json"))
+  assert summary["eval/accuracy"] > 0.9
+  assert summary["probe/test_accuracy"] > 0.9
+  assert f"eval/accuracy={summary['eval/accuracy']:.4f}" in proc.stdout
+
+
+BAD_INPUTS = [
+    (["--config.no_such_key=1"], "no_such_key"),
+    (["--config.batch_size=abc"], "batch_size"),
+    (["--config.algo=no_such_algo"], "unknown algorithm 'no_such_algo'"),
+    (["--config.data.source=no_such_data"], "unknown dataset source 'no_such_data'"),
+    (["--config.model.num_classes=5"], "labels out of range"),
+    (["--config.batch_size=12"], "batch_size=12 is not divisible by the device count (8)"),
+    (["--config.nonfinite=ignore"], "nonfinite='ignore'"),
+    (["--config.model.name=no_such_model"], "no_such_model"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_INPUTS)
+def test_bad_input_exits_2_with_one_line(overrides, message, tmp_path):
+  proc = run_launcher("experiments/classifier.py:smoke", tmp_path, *overrides)
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+  assert message in lines[0]
+  assert not os.path.exists(tmp_path / "checkpoints")  # failed before anything ran
+
+
+@pytest.mark.parametrize("config,message", [
+    ("experiments/classifier.py:bogus", "unknown config variant 'bogus'"),
+    ("experiments/classifier.py:seed=x", "seed='x'"),
+    ("experiments/no_such_file.py", "no_such_file.py"),
+])
+def test_bad_config_file_or_variant_exits_2(config, message, tmp_path):
+  proc = run_launcher(config, tmp_path)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
+
+
+def test_unwritable_workdir_exits_2(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  proc = run_launcher("experiments/classifier.py:smoke", blocker / "run")
+  assert proc.returncode == 2
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and "is not writable" in lines[0], proc.stderr[-2000:]

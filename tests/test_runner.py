@@ -1,0 +1,96 @@
+"""The runner in-process: sharding invariance, one compile per step, metrics, NaN policies."""
+
+import glob
+import json
+import struct
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from experiments import classifier as classifier_config
+from jaxml import runner
+from jaxml.algos import classifier
+from jaxml.errors import NonFiniteError
+from tests.launch_utils import assert_same_arrays, restore_arrays
+
+
+def _config(**overrides):
+  config = classifier_config.get_config("smoke")
+  config.progress = False
+  config.num_steps = 20
+  config.log_every = 5
+  config.eval_every = 10
+  config.checkpoint_every = 10
+  config.linear_probe.enabled = False
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+def test_8_devices_equal_1_device(tmp_path):
+  eight = runner.run(_config(), str(tmp_path / "eight"))
+  one = runner.run(_config(num_devices=1), str(tmp_path / "one"))
+  assert_same_arrays(restore_arrays(tmp_path / "eight", 20), restore_arrays(tmp_path / "one", 20),
+                     exact=False, rtol=1e-5, atol=1e-6)
+  assert eight["eval/accuracy"] == pytest.approx(one["eval/accuracy"], abs=1e-6)
+  assert eight["eval/loss"] == pytest.approx(one["eval/loss"], rel=1e-5)
+
+
+def test_train_and_eval_steps_compile_once(tmp_path, monkeypatch):
+  make_train, make_eval = classifier.make_train_step, classifier.make_eval_step
+  monkeypatch.setattr(classifier, "make_train_step",
+                      lambda *a: chex.assert_max_traces(make_train(*a), n=1))
+  monkeypatch.setattr(classifier, "make_eval_step",
+                      lambda *a: chex.assert_max_traces(make_eval(*a), n=1))
+  # 20 steps with logging, two evals (padded tails) and checkpoints: still one trace each.
+  runner.run(_config(), str(tmp_path))
+
+
+def _tfevent_tags(path):
+  """Scalar tags in a TensorBoard event file, read from the raw TFRecord framing."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  tags, data = set(), open(path, "rb").read()
+  offset = 0
+  while offset < len(data):
+    (length,) = struct.unpack("<Q", data[offset:offset + 8])
+    event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+    tags.update(v.tag for v in event.summary.value)
+    offset += 12 + length + 4
+  return tags
+
+
+def test_metrics_jsonl_tensorboard_and_summary(tmp_path):
+  summary = runner.run(_config(**{"linear_probe.enabled": True}), str(tmp_path))
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  train_steps = [r["step"] for r in rows if "train/loss" in r]
+  assert train_steps == [5, 10, 15, 20]
+  assert [r["step"] for r in rows if "eval/accuracy" in r] == [10, 20]
+  assert 0.0 <= summary["probe/test_accuracy"] <= 1.0 and "probe/train_accuracy" in summary
+  assert 0 <= summary["perf/input_wait_fraction"] < 1
+  tags = _tfevent_tags(glob.glob(str(tmp_path / "events.out.tfevents.*"))[0])
+  assert {"train/loss", "eval/accuracy", "probe/test_accuracy"} <= tags
+  assert json.load(open(tmp_path / "config.json"))["num_steps"] == 20
+
+
+def test_nonfinite_stop_names_the_step(tmp_path):
+  config = _config(**{"data.source": "tests.plugin_data:digits_with_nans"})
+  with pytest.raises(NonFiniteError, match=r"train/\w+ is nan at step \d+"):
+    runner.run(config, str(tmp_path))
+
+
+def test_nonfinite_skip_drops_poisoned_updates(tmp_path):
+  config = _config(**{"data.source": "tests.plugin_data:digits_with_nans", "nonfinite": "skip"})
+  summary = runner.run(config, str(tmp_path))
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  skipped = [r["train/skipped"] for r in rows if "train/skipped" in r]
+  assert 0 < sum(skipped)  # some batches held a NaN image and were skipped...
+  assert np.isfinite(summary["eval/loss"])  # ...and the parameters stayed finite
+  params = restore_arrays(tmp_path, 20)
+  assert all(np.isfinite(v).all() for v in params.values())
+  assert int(params["['step']"]) == 20
