@@ -34,9 +34,10 @@ def make_config(args):
   config.batch_size = args.batch_size
   config.log_every = 50
   config.eval_every = args.steps  # evaluation only at the end, outside the timed loop
-  config.checkpoint_every = args.steps // 2
+  config.checkpoint_every = args.steps // args.checkpoints
   config.progress = False
   config.linear_probe.enabled = False
+  config.data.prefetch = args.prefetch
   return config
 
 
@@ -75,6 +76,10 @@ def main(argv=None):
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--model", default="cnn", choices=("cnn", "mlp"))
   parser.add_argument("--batch_size", type=int, default=256)
+  parser.add_argument("--checkpoints", type=int, default=2,
+                      help="checkpoints the runner saves during the timed loop (Orbax, async)")
+  parser.add_argument("--prefetch", type=int, default=2,
+                      help="config.data.prefetch: batches built ahead on a thread (0: inline)")
   args = parser.parse_args(argv)
   config = make_config(args)
 
@@ -88,7 +93,8 @@ def main(argv=None):
   print(f"machine: {jax.devices()[0].device_kind} x{jax.device_count()} "
         f"({jax.default_backend()}), jax {jax.__version__}, python {sys.version.split()[0]}")
   print(f"work: digits, model={args.model}, global batch {args.batch_size}, "
-        f"{args.steps} steps, {args.repeats} repeats (medians)")
+        f"{args.steps} steps, {args.repeats} repeats (medians), prefetch={args.prefetch}, "
+        f"{args.checkpoints} checkpoints")
   print(f"bare jit loop : {b:.3f} s  ({(args.steps - 1) / b:.1f} steps/s)")
   print(f"jaxml runner  : {r:.3f} s  ({(args.steps - 1) / r:.1f} steps/s)")
   print(f"ratio runner/bare: {r / b:.3f}  (goal <= 1.05)")

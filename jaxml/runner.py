@@ -86,6 +86,9 @@ def prepare_workdir(workdir: str) -> str:
   """Creates `workdir` (absolute) and proves it is writable, or raises ConfigError."""
   if not workdir:
     raise ConfigError("--workdir is required")
+  if "://" in workdir:
+    raise ConfigError(f"workdir {workdir}: URLs are not supported; mount the bucket (e.g. "
+                      "gcsfuse) or use a shared filesystem path")
   workdir = os.path.abspath(os.path.expanduser(workdir))
   try:
     os.makedirs(workdir, exist_ok=True)

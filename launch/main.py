@@ -65,10 +65,13 @@ def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
   from jaxml import errors, runner  # pylint: disable=import-outside-toplevel
 
-  if _COORDINATOR.value:
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  elif _MULTIHOST.value:
-    jax.distributed.initialize()
+  try:
+    if _COORDINATOR.value:
+      jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    elif _MULTIHOST.value:
+      jax.distributed.initialize()  # auto-detects TPU VM slices, SLURM, ...
+  except (ValueError, RuntimeError) as err:
+    _fail(f"cannot join the multi-host run: {_one_line(err)}")
   try:
     summary = runner.run(_CONFIG.value, _WORKDIR.value)
   except errors.ConfigError as err:

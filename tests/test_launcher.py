@@ -47,6 +47,7 @@ BAD_INPUTS = [
     (["--config.batch_size=12"], "batch_size=12 is not divisible by the device count (8)"),
     (["--config.nonfinite=ignore"], "nonfinite='ignore'"),
     (["--config.model.name=no_such_model"], "no_such_model"),
+    (["--coordinator_address=127.0.0.1:1"], "cannot join the multi-host run"),
 ]
 
 
@@ -79,3 +80,9 @@ def test_unwritable_workdir_exits_2(tmp_path):
   assert proc.returncode == 2
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and "is not writable" in lines[0], proc.stderr[-2000:]
+
+
+def test_url_workdir_exits_2():
+  proc = run_launcher("experiments/classifier.py:smoke", "gs://bucket/run")
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and len(lines) == 1 and "URLs are not supported" in lines[0]

@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class Checkpointer:
       target = os.path.join(self.quarantine, str(step))
       shutil.rmtree(target, ignore_errors=True)
       shutil.move(os.path.join(self.directory, str(step)), target)
+    if jax.process_count() > 1:  # no host may list the steps before process 0 moved it
+      multihost_utils.sync_global_devices(f"jaxml-quarantine-{step}")
     self._manager.reload()
 
   def save(self, step: int, state: Any) -> None:

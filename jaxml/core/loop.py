@@ -33,9 +33,9 @@ class _Pending:
     """Fetches, checks and averages the pending metrics (empty dict if none)."""
     if not self.rows:
       return {}
-    rows = [(step, {k: float(v) for k, v in m.items()})
-            for step, m in zip((s for s, _ in self.rows),
-                               jax.device_get([m for _, m in self.rows]))]
+    fetched = jax.device_get([metrics for _, metrics in self.rows])
+    rows = [(step, {k: float(v) for k, v in metrics.items()})
+            for (step, _), metrics in zip(self.rows, fetched)]
     self.rows = []
     if self.nonfinite == "stop":
       for step, metrics in rows:
@@ -48,6 +48,33 @@ class _Pending:
     return {f"train/{k}": _finite_mean([m[k] for _, m in rows]) for k in rows[0][1]}
 
 
+class _Clock:
+  """Steady-state throughput (from the end of the compiling first step) and input wait."""
+
+  def __init__(self, start_step: int, prefetch: Prefetcher):
+    self.prefetch = prefetch
+    self.began = None  # (time, step, input-wait seconds) once the first step finished
+    self.last = (time.perf_counter(), start_step)
+
+  def first_step_done(self, step: int, state) -> None:
+    jax.block_until_ready(state)
+    self.began = (time.perf_counter(), step, self.prefetch.wait_seconds)
+
+  def interval_rate(self, step: int) -> float:
+    """Steps per second since the previous call."""
+    now = time.perf_counter()
+    (then, then_step), self.last = self.last, (now, step)
+    return (step - then_step) / max(now - then, 1e-9)
+
+  def summary(self, step: int) -> dict[str, float]:
+    if self.began is None or step <= self.began[1]:
+      return {}
+    t0, step0, wait0 = self.began
+    seconds = time.perf_counter() - t0
+    return {"perf/steps_per_second": (step - step0) / seconds,
+            "perf/input_wait_fraction": (self.prefetch.wait_seconds - wait0) / seconds}
+
+
 def _finite_mean(values: list[float]) -> float:
   finite = [v for v in values if np.isfinite(v)]
   return float(np.mean(finite)) if finite else float("nan")
@@ -58,11 +85,12 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
   start, stop = int(state.step), int(config.num_steps)
   pending = _Pending(config.get("nonfinite", "stop"))
   prefetch = Prefetcher(lambda s: train_batch(dataset.train, mesh, config.seed, s,
-                                              config.batch_size), start, stop)
+                                              config.batch_size), start, stop,
+                        depth=config.data.get("prefetch", 2))
   bar = tqdm(total=stop, initial=start, unit="step", dynamic_ncols=True,
              disable=not (writer.active and config.get("progress", True)))
   preemption = Preemption(checkpointer)
-  timer = {"t0": None, "steps": 0, "wait0": 0.0, "last": time.perf_counter(), "last_step": start}
+  clock = _Clock(start, prefetch)
   step = start
   try:
     with preemption.installed(), jax.transfer_guard("disallow"):
@@ -72,46 +100,34 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
         pending.add(step, metrics)
         step += 1
         bar.update(1)
-        if timer["t0"] is None:  # steady-state timing starts after the compiling first step
-          jax.block_until_ready(state)
-          timer.update(t0=time.perf_counter(), wait0=prefetch.wait_seconds, steps=step)
+        if clock.began is None:
+          clock.first_step_done(step, state)
         with jax.transfer_guard("allow"):
           if step % config.log_every == 0 or step == stop:
-            _log(step, pending, writer, bar, prefetch, timer)
+            _log(step, pending, writer, bar, clock)
           if step % config.eval_every == 0 and step != stop:
             writer.write(step, {f"eval/{k}": v for k, v in evaluate(
                 steps, state, dataset.test, mesh, config.eval_batch_size).items()})
           preempted = preemption.requested(step)
           if step % config.checkpoint_every == 0 or step == stop or preempted:
-            _log(step, pending, writer, bar, prefetch, timer)  # never checkpoint a NaN state
+            _log(step, pending, writer, bar, clock)  # never checkpoint a NaN state
             checkpointer.save(step, state)
           if preempted:
             checkpointer.wait()
-            bar.write(f"preempted: checkpoint saved at step {step}; rerun to continue")
+            if writer.active:
+              bar.write(f"preempted: checkpoint saved at step {step}; rerun to continue")
             break
   finally:
     prefetch.close()
     bar.close()
-  return state, _summary(step, stop, timer, prefetch)
+  return state, {"step": step, "preempted": step < stop, **clock.summary(step)}
 
 
-def _log(step, pending, writer, bar, prefetch, timer) -> None:
+def _log(step, pending, writer, bar, clock) -> None:
   metrics = pending.flush()
   if not metrics:
     return
-  now = time.perf_counter()
-  elapsed = now - timer["last"]
-  metrics["perf/steps_per_second"] = (step - timer["last_step"]) / max(elapsed, 1e-9)
-  timer.update(last=now, last_step=step)
+  metrics["perf/steps_per_second"] = clock.interval_rate(step)
   writer.write(step, metrics)
   if "train/loss" in metrics:
     bar.set_postfix(loss=f"{metrics['train/loss']:.4g}", refresh=False)
-
-
-def _summary(step, stop, timer, prefetch) -> dict:
-  summary = {"step": step, "preempted": step < stop}
-  if timer["t0"] is not None and step > timer["steps"]:
-    seconds = time.perf_counter() - timer["t0"]
-    summary["perf/steps_per_second"] = (step - timer["steps"]) / seconds
-    summary["perf/input_wait_fraction"] = (prefetch.wait_seconds - timer["wait0"]) / seconds
-  return summary

@@ -14,8 +14,9 @@ Models hold no RNG state and no dropout, so a train step is a pure function of (
 batch); BatchNorm running statistics (`nnx.BatchStat`) are the only non-`nnx.Param` state:
 
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  # inside jit:
-  m = nnx.merge(graphdef, params, rest)
+  # inside jit (copy=True when this runs inside jax.grad: BatchNorm mutates its statistics
+  # at the grad's trace level):
+  m = nnx.merge(graphdef, params, rest, copy=True)
   logits = m(x, train=True)
   _, _, new_rest = nnx.split(m, nnx.Param, ...)   # updated batch statistics
 """

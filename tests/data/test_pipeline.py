@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from jaxml.core import mesh as mesh_lib
 from jaxml.data import pipeline
@@ -55,10 +56,12 @@ def test_eval_batches_pad_tail_with_mask():
   np.testing.assert_array_equal(labels[:21], np.arange(21))
 
 
-def test_prefetcher_yields_in_order_and_propagates_errors():
+@pytest.mark.parametrize("depth", [0, 2])
+def test_prefetcher_yields_in_order_and_propagates_errors(depth):
   made = []
-  p = pipeline.Prefetcher(lambda s: made.append(s) or {"s": s}, 3, 8, depth=2)
+  p = pipeline.Prefetcher(lambda s: made.append(s) or {"s": s}, 3, 8, depth=depth)
   assert [p.next(s)["s"] for s in range(3, 8)] == [3, 4, 5, 6, 7]
+  assert made == [3, 4, 5, 6, 7] and p.wait_seconds >= 0
   p.close()
 
   def boom(step):
@@ -66,7 +69,7 @@ def test_prefetcher_yields_in_order_and_propagates_errors():
       raise RuntimeError("bad record")
     return {}
 
-  p = pipeline.Prefetcher(boom, 0, 5)
+  p = pipeline.Prefetcher(boom, 0, 5, depth=depth)
   p.next(0)
   with pytest.raises(RuntimeError, match="bad record"):
     p.next(1)
@@ -80,3 +83,14 @@ def test_batch_size_must_divide_devices():
     mesh_lib.local_batch_size(mesh, 12)
   assert mesh_lib.local_batch_size(mesh, 16) == 16  # one process holds the whole batch
   assert jax.device_count() == 8
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 40), batch=st.integers(1, 17), seed=st.integers(0, 2**31 - 1),
+       epochs=st.integers(1, 4))
+def test_stream_is_concatenated_epoch_permutations(n, batch, seed, epochs):
+  """Whatever the sizes, the batches tile a sequence of per-epoch permutations."""
+  steps = -(-epochs * n // batch)
+  stream = np.concatenate([pipeline.batch_indices(seed, s, batch, n) for s in range(steps)])
+  for e in range(epochs):
+    np.testing.assert_array_equal(stream[e * n:(e + 1) * n], pipeline.epoch_order(seed, e, n))

@@ -1,7 +1,7 @@
 """TFDS datasets read TF-free: `tfds.data_source` (ArrayRecord random access) wrapped by grain.
 
 Source spec `tfds:<name>` (any name `tfds.builder` accepts, e.g. `tfds:mnist`,
-`tfds:cifar10:3.0.2`). Config fields: `data_dir` (None = TFDS default), `train_split`,
+`tfds:cifar10:3.0.2`). Config fields: `data_dir` (None or "" = TFDS default), `train_split`,
 `test_split`, `image_key`, `label_key`.
 
 Reading needs no TensorFlow, but preparing a dataset does, once, and must write ArrayRecord
