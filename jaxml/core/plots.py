@@ -7,16 +7,25 @@ import math
 from jaxml.core.metrics import read_metrics
 
 
+def curve_names(rows: list[dict]) -> list[str]:
+  """Metrics with a numeric value at two or more steps (timings excluded)."""
+  counts: dict[str, int] = {}
+  for row in rows:
+    for k, v in row.items():
+      if k != "step" and not k.startswith("perf/") and isinstance(v, (int, float)):
+        counts[k] = counts.get(k, 0) + 1
+  return sorted(k for k, n in counts.items() if n >= 2)
+
+
 def plot_metrics(metrics_path: str, out_png: str, keys: tuple[str, ...] | None = None) -> str:
-  """One panel per scalar metric (train loss/accuracy, eval metrics) against step."""
+  """One panel per metric logged at two or more steps (single final values such as the
+  linear probe's belong in summary.json, not in a plot)."""
   import matplotlib  # pylint: disable=import-outside-toplevel  # host-only, slow import
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
   rows = read_metrics(metrics_path)
-  names = keys or sorted({k for r in rows for k, v in r.items()
-                          if k != "step" and isinstance(v, (int, float))
-                          and not k.startswith("perf/")})
+  names = keys or curve_names(rows)
   cols = min(3, max(len(names), 1))
   fig, axes = plt.subplots(math.ceil(max(len(names), 1) / cols), cols,
                            figsize=(4 * cols, 3 * math.ceil(max(len(names), 1) / cols)),

@@ -1,0 +1,41 @@
+"""metrics.jsonl writing, truncation on resume, and the curves chosen for the plot."""
+
+import json
+
+from jaxml.core.metrics import MetricWriter, read_metrics
+from jaxml.core.plots import curve_names, plot_metrics
+
+
+def test_writer_rows_and_resume_truncation(tmp_path):
+  writer = MetricWriter(str(tmp_path), active=True)
+  for step in (10, 20, 30):
+    writer.write(step, {"train/loss": 1.0 / step, "perf/steps_per_second": 5.0})
+  writer.write(30, {"eval/accuracy": float("nan")})
+  writer.close()
+  rows = read_metrics(str(tmp_path / "metrics.jsonl"))
+  assert [r["step"] for r in rows] == [10, 20, 30, 30]
+  assert rows[-1]["eval/accuracy"] == "nan"  # valid JSON, NaN kept readable
+
+  resumed = MetricWriter(str(tmp_path), start_step=20, active=True)  # checkpoint was at 20
+  resumed.write(30, {"train/loss": 0.5})
+  resumed.close()
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in rows] == [10, 20, 30] and rows[-1]["train/loss"] == 0.5
+
+
+def test_inactive_writer_writes_nothing(tmp_path):
+  writer = MetricWriter(str(tmp_path), active=False)
+  writer.write(1, {"train/loss": 1.0})
+  writer.close()
+  assert not list(tmp_path.iterdir())
+
+
+def test_plot_shows_curves_not_single_values(tmp_path):
+  rows = [{"step": 1, "train/loss": 2.0, "perf/steps_per_second": 3.0},
+          {"step": 2, "train/loss": 1.0, "eval/accuracy": 0.5},
+          {"step": 2, "probe/test_accuracy": 0.9, "eval/accuracy": 0.6, "note": "x"}]
+  assert curve_names(rows) == ["eval/accuracy", "train/loss"]
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = plot_metrics(str(path), str(tmp_path / "m.png"))
+  assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
