@@ -15,6 +15,7 @@ import pkgutil
 import tempfile
 
 import jax
+import ml_collections
 
 from jaxml import algos as _algos
 from jaxml.core import mesh as mesh_lib
@@ -43,29 +44,32 @@ def run(config, workdir: str) -> dict:
   if is_chief:
     _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
 
-  # Made replicated on the mesh (every host) so the loop never transfers a key.
-  init_key, train_key = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
-                                out_shardings=mesh_lib.replicated(mesh))()
-  steps = Steps.build(algo, config, dataset, mesh)
-  checkpointer = Checkpointer(workdir, max_to_keep=config.get("keep_checkpoints", 3))
-  state = checkpointer.restore_latest(steps.abstract_state)
-  if state is None:
-    state = steps.init(init_key)
-  writer = MetricWriter(workdir, start_step=int(state.step))
-  try:
-    state, summary = train_loop(config, state, steps, dataset, mesh, train_key,
-                                checkpointer, writer)
-    if not summary["preempted"]:
-      final = {f"eval/{k}": v for k, v in evaluate(steps, state, dataset.test, mesh,
-                                                  config.eval_batch_size).items()}
-      if steps.features is not None and config.get("linear_probe", {}).get("enabled", False):
-        final.update(linear_probe(steps, state, dataset, mesh, config))
-      writer.write(summary["step"], final)
-      summary.update(final)
-  finally:
-    writer.close()
-    checkpointer.wait()
-    checkpointer.close()
+  # The ambient mesh lets algorithms call jax.shard_map (e.g. SupCon's all-gather).
+  with jax.set_mesh(mesh):
+    # Made replicated on the mesh (every host) so the loop never transfers a key.
+    init_key, train_key = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
+                                  out_shardings=mesh_lib.replicated(mesh))()
+    steps = Steps.build(algo, config, dataset, mesh)
+    checkpointer = Checkpointer(workdir, max_to_keep=config.get("keep_checkpoints", 3))
+    state = checkpointer.restore_latest(steps.abstract_state)
+    if state is None:
+      state = steps.init(init_key)
+    writer = MetricWriter(workdir, start_step=int(state.step))
+    try:
+      state, summary = train_loop(config, state, steps, dataset, mesh, train_key,
+                                  checkpointer, writer)
+      if not summary["preempted"]:
+        final = {f"eval/{k}": v for k, v in evaluate(steps, state, dataset.test, mesh,
+                                                    config.eval_batch_size).items()}
+        if steps.features is not None and config.get("linear_probe", {}).get("enabled", False):
+          final.update(linear_probe(steps, state, dataset, mesh, config))
+        writer.write(summary["step"], final)
+        summary.update(final)
+    finally:
+      writer.close()
+      checkpointer.wait()
+      checkpointer.close()
+  summary["algo"] = config.algo
   if is_chief:
     artifacts = os.path.join(workdir, "artifacts")
     os.makedirs(artifacts, exist_ok=True)
@@ -73,6 +77,30 @@ def run(config, workdir: str) -> dict:
     plot_metrics(writer.path, os.path.join(artifacts, "metrics.png"))
   summary["workdir"] = workdir
   return summary
+
+
+def load_trained(workdir: str, config=None):
+  """(config, dataset, state) from the newest readable checkpoint of a finished or running
+  workdir, for notebooks, analysis and fine-tuning from a pre-trained encoder. The config is
+  read from the workdir's config.json unless given."""
+  workdir = os.path.abspath(workdir)
+  if config is None:
+    try:
+      with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    except FileNotFoundError:
+      raise ConfigError(f"{workdir} has no config.json: not a jaxml workdir") from None
+  algo = load_algo(config.algo)
+  mesh = mesh_lib.make_mesh(config.get("num_devices", 0))
+  dataset = load_dataset(config.data)
+  with jax.set_mesh(mesh):
+    steps = Steps.build(algo, config, dataset, mesh)
+    checkpointer = Checkpointer(workdir)
+    state = checkpointer.restore_latest(steps.abstract_state)
+    checkpointer.close()
+  if state is None:
+    raise ConfigError(f"{workdir} has no readable checkpoint")
+  return config, dataset, state
 
 
 def load_algo(name: str):

@@ -7,10 +7,11 @@ with 8 devices on the same seed (same global batches, same math up to reduction 
 import socket
 import subprocess
 
+import pytest
+
 from tests.launch_utils import (REPO, assert_same_arrays, launch_cmd, launcher_env,
                                 restore_arrays, run_launcher)
 
-CONFIG = "experiments/classifier.py:smoke"
 RUN = ("--config.num_steps=20", "--config.log_every=5", "--config.eval_every=10",
        "--config.checkpoint_every=10", "--config.linear_probe.enabled=True")
 
@@ -21,14 +22,17 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process_with_8_devices(tmp_path):
-  single = run_launcher(CONFIG, tmp_path / "single", *RUN)
+# SupCon adds a cross-host all-gather of embeddings inside jax.shard_map.
+@pytest.mark.parametrize("config", ["experiments/classifier.py:smoke",
+                                    "experiments/supcon.py:smoke"])
+def test_two_processes_match_one_process_with_8_devices(config, tmp_path):
+  single = run_launcher(config, tmp_path / "single", *RUN)
   assert single.returncode == 0, single.stderr[-3000:]
 
   coordinator = f"127.0.0.1:{_free_port()}"
   workdir = tmp_path / "multi"
   procs = [subprocess.Popen(
-      launch_cmd(CONFIG, workdir, *RUN, f"--coordinator_address={coordinator}",
+      launch_cmd(config, workdir, *RUN, f"--coordinator_address={coordinator}",
                  "--num_processes=2", f"--process_id={i}"),
       cwd=REPO, env=launcher_env(devices=4), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True) for i in range(2)]

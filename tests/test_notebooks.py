@@ -23,4 +23,7 @@ def test_notebook_executes(path):
   assert not errors
   printed = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code"
                     for o in c.get("outputs", []))
-  assert "eval/accuracy" in printed
+  assert "accuracy" in printed
+  images = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if "image/png" in o.get("data", {})]
+  assert images, "the notebook's plots were not displayed"

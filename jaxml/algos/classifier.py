@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -21,8 +20,7 @@ from jaxml.core import rng
 from jaxml.core.optim import make_optimizer
 from jaxml.core.state import TrainState, split_model
 from jaxml.data import augment
-from jaxml.data.base import ArraySplit
-from jaxml.errors import ConfigError
+from jaxml.data.base import check_labels
 
 
 def num_classes(config, dataset) -> int:
@@ -30,25 +28,13 @@ def num_classes(config, dataset) -> int:
 
 
 def validate(config, dataset) -> None:
-  classes = num_classes(config, dataset)
-  if classes < dataset.num_classes:
-    raise ConfigError(f"labels out of range: dataset {dataset.name!r} has "
-                      f"{dataset.num_classes} classes but model.num_classes={classes}")
-  for name, split in (("train", dataset.train), ("test", dataset.test)):
-    if isinstance(split, ArraySplit):
-      labels = np.asarray(split.arrays["label"])
-      if labels.min() < 0 or labels.max() >= classes:
-        raise ConfigError(f"labels out of range: {name} labels span [{labels.min()}, "
-                          f"{labels.max()}] but the model has {classes} classes")
+  check_labels(dataset, num_classes(config, dataset))
 
 
 def init_state(config, dataset, key) -> TrainState:
   model = models.create(config.model, num_classes=num_classes(config, dataset),
                         input_shape=dataset.input_shape, rngs=nnx.Rngs(params=key))
-  graphdef, params, model_state = split_model(model)
-  tx = make_optimizer(config.optimizer, config.num_steps)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    model_state=model_state, graphdef=graphdef)
+  return TrainState.create(model, make_optimizer(config.optimizer, config.num_steps))
 
 
 def cross_entropy(logits, labels, classes: int, label_smoothing: float = 0.0):

@@ -37,9 +37,13 @@ def make_optimizer(opt_config, num_steps: int) -> optax.GradientTransformation:
   kwargs = {"learning_rate": make_schedule(opt_config, num_steps)}
   if name in ("sgd", "lars") and opt_config.get("momentum", 0.0):
     kwargs["momentum"] = float(opt_config.momentum)
-  if "weight_decay" in opt_config and name in ("adamw", "lars", "lamb"):
-    kwargs["weight_decay"] = float(opt_config.weight_decay)
+  weight_decay = float(opt_config.get("weight_decay", 0.0))
+  decoupled = name in ("adamw", "lars", "lamb")  # these take weight_decay themselves
+  if decoupled:
+    kwargs["weight_decay"] = weight_decay
   tx = constructor(**kwargs)
+  if weight_decay and not decoupled:  # L2 added to the gradient, e.g. SGD's usual recipe
+    tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
   if opt_config.get("clip_global_norm", 0.0):
     tx = optax.chain(optax.clip_by_global_norm(float(opt_config.clip_global_norm)), tx)
   return tx

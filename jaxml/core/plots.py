@@ -20,16 +20,15 @@ def curve_names(rows: list[dict]) -> list[str]:
 def plot_metrics(metrics_path: str, out_png: str, keys: tuple[str, ...] | None = None) -> str:
   """One panel per metric logged at two or more steps (single final values such as the
   linear probe's belong in summary.json, not in a plot)."""
-  import matplotlib  # pylint: disable=import-outside-toplevel  # host-only, slow import
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  # The object API, not pyplot: a notebook that calls the runner keeps its own backend.
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel  # slow import
 
   rows = read_metrics(metrics_path)
   names = keys or curve_names(rows)
   cols = min(3, max(len(names), 1))
-  fig, axes = plt.subplots(math.ceil(max(len(names), 1) / cols), cols,
-                           figsize=(4 * cols, 3 * math.ceil(max(len(names), 1) / cols)),
-                           squeeze=False)
+  rows_n = math.ceil(max(len(names), 1) / cols)
+  fig = Figure(figsize=(4 * cols, 3 * rows_n))
+  axes = fig.subplots(rows_n, cols, squeeze=False)
   for ax, name in zip(axes.flat, names):
     points = [(r["step"], r[name]) for r in rows if isinstance(r.get(name), (int, float))]
     ax.plot(*zip(*points), marker="." if len(points) < 30 else None)
@@ -40,5 +39,4 @@ def plot_metrics(metrics_path: str, out_png: str, keys: tuple[str, ...] | None =
     ax.axis("off")
   fig.tight_layout()
   fig.savefig(out_png, dpi=100)
-  plt.close(fig)
   return out_png

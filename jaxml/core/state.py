@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx, struct
 
 
@@ -22,6 +23,13 @@ class TrainState:
   model_state: Any
   extra: Any = None
   graphdef: Any = struct.field(pytree_node=False, default=None)
+
+  @classmethod
+  def create(cls, model: nnx.Module, tx) -> "TrainState":
+    """Step 0 state of `model` (split into its functional parts) with `tx`'s state."""
+    graphdef, params, model_state = split_model(model)
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+               model_state=model_state, graphdef=graphdef)
 
   def model(self) -> nnx.Module:
     return nnx.merge(self.graphdef, self.params, self.model_state)

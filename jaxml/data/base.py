@@ -55,3 +55,18 @@ class Dataset:
   num_classes: int
   input_shape: tuple[int, ...]
   name: str = ""
+
+
+def check_labels(dataset: Dataset, num_classes: int) -> None:
+  """Raises ConfigError unless every label fits `num_classes` (in-memory splits are scanned)."""
+  from jaxml.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+  if num_classes < dataset.num_classes:
+    raise ConfigError(f"labels out of range: dataset {dataset.name!r} has "
+                      f"{dataset.num_classes} classes but the model has {num_classes}")
+  for name, split in (("train", dataset.train), ("test", dataset.test)):
+    if isinstance(split, ArraySplit) and "label" in split.arrays:
+      labels = np.asarray(split.arrays["label"])
+      if labels.min() < 0 or labels.max() >= num_classes:
+        raise ConfigError(f"labels out of range: {name} labels span [{labels.min()}, "
+                          f"{labels.max()}] but the model has {num_classes} classes")

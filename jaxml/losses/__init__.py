@@ -1,0 +1,1 @@
+"""Loss functions: pure, jittable building blocks with no I/O."""

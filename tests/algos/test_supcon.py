@@ -1,0 +1,68 @@
+"""The SupCon algorithm: learning, sharding invariance, one compile, config checks."""
+
+import json
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from experiments import supcon as supcon_config
+from jaxml import runner
+from jaxml.algos import supcon
+from jaxml.data.sources import digits
+from jaxml.errors import ConfigError
+from tests.launch_utils import assert_same_arrays, restore_arrays
+
+
+def _config(arg="smoke", **overrides):
+  config = supcon_config.get_config(arg)
+  config.update(progress=False, num_steps=12, log_every=4, eval_every=6, checkpoint_every=6)
+  config.linear_probe.enabled = False
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def test_projections_are_unit_norm_and_features_come_from_the_encoder():
+  config, dataset = _config(), digits.load()
+  state = jax.jit(lambda k: supcon.init_state(config, dataset, k))(jax.random.key(0))
+  net = state.model()
+  x = dataset.test.arrays["image"][:5]
+  z = net(x)
+  assert z.shape == (5, config.supcon.projection_dim)
+  np.testing.assert_allclose(np.linalg.norm(z, axis=-1), 1.0, rtol=1e-5)
+  np.testing.assert_array_equal(net.features(x), net.encoder.features(x))
+
+
+@pytest.mark.parametrize("arg", ["smoke", "smoke,simclr"])
+def test_8_devices_equal_1_device_and_step_compiles_once(arg, tmp_path, monkeypatch):
+  make_train = supcon.make_train_step
+  monkeypatch.setattr(supcon, "make_train_step",
+                      lambda *a: chex.assert_max_traces(make_train(*a), n=1))
+  chex.clear_trace_counter()  # counts are keyed by the step's code, shared across params
+  eight = runner.run(_config(arg), str(tmp_path / "eight"))
+  chex.clear_trace_counter()
+  one = runner.run(_config(arg, num_devices=1), str(tmp_path / "one"))
+  assert_same_arrays(restore_arrays(tmp_path / "eight", 12), restore_arrays(tmp_path / "one", 12),
+                     exact=False, rtol=2e-5, atol=2e-6)
+  assert eight["eval/loss"] == pytest.approx(one["eval/loss"], rel=1e-5)
+
+
+def test_pretraining_lowers_the_contrastive_loss(tmp_path):
+  config = _config(num_steps=60)
+  config.log_every = 10
+  runner.run(config, str(tmp_path))
+  rows = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if "train/loss" in r]
+  assert rows[-1]["train/loss"] < rows[0]["train/loss"] - 0.5
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("method", "byol", "supcon.method='byol'"),
+    ("num_views", 0, "num_views=0"),
+])
+def test_validate_rejects_bad_settings(key, value, match):
+  config = _config()
+  config.supcon[key] = value
+  with pytest.raises(ConfigError, match=match):
+    supcon.validate(config, digits.load())
