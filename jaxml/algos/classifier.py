@@ -18,7 +18,7 @@ from flax import nnx
 from jaxml import models
 from jaxml.core import rng
 from jaxml.core.optim import make_optimizer
-from jaxml.core.state import TrainState, split_model
+from jaxml.core.state import TrainState, image_features, split_model
 from jaxml.data import augment
 from jaxml.data.base import check_labels
 
@@ -87,8 +87,4 @@ def make_eval_step(config, dataset):
 
 def make_feature_fn(config, dataset):
   del config, dataset
-
-  def features(state: TrainState, batch):
-    return state.model().features(batch["image"], train=False)
-
-  return features
+  return image_features

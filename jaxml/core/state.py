@@ -38,3 +38,8 @@ class TrainState:
 def split_model(model: nnx.Module):
   """(graphdef, params, model_state): the functional view of an NNX module."""
   return nnx.split(model, nnx.Param, ...)
+
+
+def image_features(state: TrainState, batch) -> jax.Array:
+  """Pre-head features of `batch["image"]` in eval mode: what a linear probe is fitted on."""
+  return state.model().features(batch["image"], train=False)
