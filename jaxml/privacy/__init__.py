@@ -1,0 +1,1 @@
+"""Differential-privacy building blocks; each function states the guarantee it provides."""
