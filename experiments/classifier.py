@@ -7,7 +7,10 @@ Smoke test (seconds):
 CIFAR-10 ResNet-18 via TFDS (GPU/TPU; prepare once with `tfds build cifar10
 --file_format=array_record`, which needs `pip install 'jaxml[tf]'`):
   python -m launch.main --config experiments/classifier.py:cifar10 --workdir /shared/runs/c10
-Variant options combine, e.g. `:smoke,model=mlp,seed=3`.
+Differentially private (DP-SGD, Poisson sampling, calibrated to epsilon=8 by default):
+  python -m launch.main --config experiments/classifier.py:dp --workdir runs/digits_dp \
+      [--config.dp.target_epsilon=1 --config.dp.l2_clip=0.5]
+Variant options combine, e.g. `:smoke,model=mlp,seed=3` or `:smoke,dp`.
 """
 
 import ml_collections
@@ -17,7 +20,7 @@ from jaxml.errors import ConfigError
 
 
 def get_config(arg=None):
-  opts = parse_arg(arg, smoke=False, cifar10=False, model="", seed=0)
+  opts = parse_arg(arg, smoke=False, cifar10=False, dp=False, model="", seed=0)
   variant = one_of(opts, "smoke", "cifar10")
 
   c = ml_collections.ConfigDict()
@@ -47,6 +50,18 @@ def get_config(arg=None):
   c.nonfinite = "stop"  # or "skip": drop updates whose loss/params are NaN/Inf
   c.progress = True
   c.linear_probe = ml_collections.ConfigDict({"enabled": True, "l2": 1e-4})
+  # Differentially private training (DP-SGD). batch_size is then the *expected* batch size.
+  c.dp = ml_collections.ConfigDict({
+      "enabled": opts.dp,
+      "l2_clip": 1.0,  # per-example gradient clip norm C
+      "noise_multiplier": 1.0,  # sigma, used when target_epsilon is 0
+      "target_epsilon": 8.0 if opts.dp else 0.0,  # > 0: calibrate sigma to end at this epsilon
+      "max_epsilon": 0.0,  # > 0: refuse to start a run that would spend more
+      "delta": 0.0,  # 0: n^-1.1
+      "sampling": "poisson",  # poisson | without_replacement | shuffle (each accounted as such)
+      "accountant": "rdp",  # rdp | pld (dp_accounting)
+      "clipping": "ghost",  # ghost (no per-example gradients) | vmap
+  })
 
   if variant == "smoke":
     c.model.channels = (8, 16)

@@ -48,6 +48,12 @@ BAD_INPUTS = [
     (["--config.nonfinite=ignore"], "nonfinite='ignore'"),
     (["--config.model.name=no_such_model"], "no_such_model"),
     (["--coordinator_address=127.0.0.1:1"], "cannot join the multi-host run"),
+    (["--config.dp.enabled=True", "--config.dp.l2_clip=0"], "dp.l2_clip=0.0 must be > 0"),
+    (["--config.dp.enabled=True", "--config.dp.delta=0.5"], "dp delta=0.5 must be in (0, 1/n)"),
+    (["--config.dp.enabled=True", "--config.dp.target_epsilon=1e-6"], "is unreachable"),
+    (["--config.dp.enabled=True", "--config.dp.max_epsilon=1", "--config.dp.noise_multiplier=0.5"],
+     "over its budget of 1.0"),
+    (["--config.dp.enabled=True", "--config.model.name=resnet"], "(BatchNorm) mixes examples"),
 ]
 
 

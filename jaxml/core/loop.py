@@ -85,7 +85,7 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
   start, stop = int(state.step), int(config.num_steps)
   pending = _Pending(config.get("nonfinite", "stop"))
   prefetch = Prefetcher(lambda s: train_batch(dataset.train, mesh, config.seed, s,
-                                              config.batch_size), start, stop,
+                                              steps.batch_size, steps.sampler), start, stop,
                         depth=config.data.get("prefetch", 2))
   bar = tqdm(total=stop, initial=start, unit="step", dynamic_ncols=True,
              disable=not (writer.active and config.get("progress", True)))
@@ -104,13 +104,13 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
           clock.first_step_done(step, state)
         with jax.transfer_guard("allow"):
           if step % config.log_every == 0 or step == stop:
-            _log(step, pending, writer, bar, clock)
+            _log(step, pending, writer, bar, clock, steps.host_metrics)
           if step % config.eval_every == 0 and step != stop:
             writer.write(step, {f"eval/{k}": v for k, v in evaluate(
                 steps, state, dataset.test, mesh, config.eval_batch_size).items()})
           preempted = preemption.requested(step)
           if step % config.checkpoint_every == 0 or step == stop or preempted:
-            _log(step, pending, writer, bar, clock)  # never checkpoint a NaN state
+            _log(step, pending, writer, bar, clock, steps.host_metrics)  # no NaN checkpoint
             checkpointer.save(step, state)
           if preempted:
             checkpointer.wait()
@@ -123,11 +123,13 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
   return state, {"step": step, "preempted": step < stop, **clock.summary(step)}
 
 
-def _log(step, pending, writer, bar, clock) -> None:
+def _log(step, pending, writer, bar, clock, host_metrics=None) -> None:
   metrics = pending.flush()
   if not metrics:
     return
   metrics["perf/steps_per_second"] = clock.interval_rate(step)
+  if host_metrics is not None:
+    metrics.update(host_metrics(step))
   writer.write(step, metrics)
   if "train/loss" in metrics:
     bar.set_postfix(loss=f"{metrics['train/loss']:.4g}", refresh=False)

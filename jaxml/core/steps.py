@@ -43,6 +43,11 @@ class Steps:
   train: Callable
   eval: Callable
   features: Callable | None
+  # Optional algorithm hooks: a batch sampler with its (padded) global batch size, and
+  # host-side metrics (e.g. privacy spent) computed at log steps.
+  sampler: Callable | None = None
+  batch_size: int = 0
+  host_metrics: Callable | None = None
 
   @classmethod
   def build(cls, algo, config, dataset, mesh) -> "Steps":
@@ -63,7 +68,12 @@ class Steps:
 
     eval_step = algo.make_eval_step(config, dataset)
     feature_fn = getattr(algo, "make_feature_fn", None)
+    sampler, batch_size = (algo.make_batch_sampler(config, dataset)
+                           if hasattr(algo, "make_batch_sampler") else (None, config.batch_size))
+    host_metrics = (algo.make_host_metrics(config, dataset)
+                    if hasattr(algo, "make_host_metrics") else None)
     return cls(
+        sampler=sampler, batch_size=batch_size, host_metrics=host_metrics,
         abstract_state=abstract,
         init=jax.jit(init_fn, out_shardings=state_sharding),
         train=jax.jit(keyed_step, in_shardings=(state_sharding, data, replicated),

@@ -47,11 +47,20 @@ def host_slice(indices: np.ndarray) -> np.ndarray:
 
 
 def train_batch(split: Split, mesh, seed: int, step: int, batch_size: int,
-                check: Callable[[dict], None] | None = None) -> dict:
-  local = split.read(host_slice(batch_indices(seed, step, batch_size, len(split))))
-  if check is not None:
-    check(local)
-  return mesh_lib.to_global(mesh, local, batch_size)
+                sampler: Callable | None = None) -> dict:
+  """The global training batch at `step`.
+
+  `sampler(seed, step) -> (indices, mask or None)` replaces the default epoch order (e.g.
+  Poisson sampling for DP-SGD, whose batches are padded to a fixed size with a `mask`).
+  """
+  if sampler is None:
+    indices, mask = batch_indices(seed, step, batch_size, len(split)), None
+  else:
+    indices, mask = sampler(seed, step)
+  local = split.read(host_slice(indices))
+  if mask is not None:
+    local["mask"] = host_slice(mask).astype(np.float32)
+  return mesh_lib.to_global(mesh, local, len(indices))
 
 
 def eval_batches(split: Split, mesh, batch_size: int) -> Iterator[dict]:

@@ -19,9 +19,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+from jax.sharding import PartitionSpec as P
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+
+from jaxml.core.mesh import DATA_AXIS
 
 MASK_KEY = "mask"
 
@@ -217,21 +220,46 @@ def clipped_grad(loss_fn: Callable[[Any, Any], jax.Array], l2_clip_norm: float |
     norms = per_example_norms(grads)
     return (clip_per_example(grads, norms, l2_clip_norm, valid),) + masked_norms(norms, valid)
 
+  def clip_all(params, examples, valid):
+    batch_size = jax.tree.leaves(examples)[0].shape[0]
+    if microbatch_size is None or microbatch_size >= batch_size:
+      return clip_chunk(params, examples, valid)
+    return _scan_microbatches(clip_chunk, params, examples, valid, batch_size, microbatch_size)
+
   def fn(params, batch) -> ClippedGrad:
     examples, valid = split_mask(batch)
     batch_size = jax.tree.leaves(examples)[0].shape[0]
     if valid is None:
       valid = jnp.ones((batch_size,), bool)
-    if microbatch_size is None or microbatch_size >= batch_size:
-      sums, norms, num_nonfinite = clip_chunk(params, examples, valid)
+    devices = _data_axis_size()
+    if devices > 1 and batch_size % devices == 0:
+      # Each device differentiates its own rows; only the sums cross devices. Letting XLA
+      # partition the vmapped gradient instead gave wrong per-example convolution gradients
+      # on CPU (jax 0.10.2): tests/privacy/test_clipping.py pins the CNN case.
+      def local(params, examples, valid):
+        sums, norms, nonfinite = clip_all(params, examples, valid)
+        return jax.lax.psum(sums, DATA_AXIS), norms, jax.lax.psum(nonfinite, DATA_AXIS)
+      sums, norms, num_nonfinite = jax.shard_map(
+          local, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
+          out_specs=(P(), P(DATA_AXIS), P()),
+          # Without it JAX would psum the gradient of the replicated params inside `local`
+          # (the transpose of their implicit broadcast), i.e. sum over devices twice.
+          check_vma=False)(params, examples, valid)
     else:
-      sums, norms, num_nonfinite = _scan_microbatches(clip_chunk, params, examples, valid,
-                                                      batch_size, microbatch_size)
+      sums, norms, num_nonfinite = clip_all(params, examples, valid)
     grads = jax.tree.map(lambda s, p: s.astype(jnp.result_type(p)), sums, params)
     return ClippedGrad(grads=grads, norms=norms, num_nonfinite=num_nonfinite,
                        sensitivity=sensitivity)
 
   return fn
+
+
+def _data_axis_size() -> int:
+  """Size of the ambient mesh's `data` axis (`jax.set_mesh`), or 1 without one."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or DATA_AXIS not in mesh.axis_names:
+    return 1
+  return mesh.shape[DATA_AXIS]
 
 
 def _scan_microbatches(clip_chunk, params, examples, valid, batch_size, microbatch_size):
