@@ -8,19 +8,22 @@ would have (the data order and the keys are pure functions of (seed, step)).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
 import pkgutil
 import tempfile
+from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from jaxml import algos as _algos
 from jaxml.core import mesh as mesh_lib
 from jaxml.core.checkpoint import Checkpointer
-from jaxml.evaluators.passes import evaluate, linear_probe
+from jaxml.evaluators.passes import collect_features, evaluate, linear_probe
 from jaxml.core.loop import train_loop
 from jaxml.core.metrics import MetricWriter
 from jaxml.core.plots import plot_metrics
@@ -32,15 +35,26 @@ NONFINITE_MODES = ("stop", "skip")
 
 
 def run(config, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns a summary."""
+  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns a summary.
+
+  Algorithms with a `fit(config, workdir, mesh, pretrained)` function (closed-form fits and
+  studies built on a pre-trained encoder) are handed the workdir instead of a train loop.
+  """
   workdir = prepare_workdir(workdir)
   algo = load_algo(config.algo)
   mesh = mesh_lib.make_mesh(config.get("num_devices", 0))
+  is_chief = jax.process_index() == 0
+  if hasattr(algo, "fit"):
+    algo.validate(config)
+    if is_chief:
+      _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+    summary = algo.fit(config, workdir, mesh, pretrained)
+    summary.update(algo=config.algo, workdir=workdir)
+    return summary
   check_config(config, mesh)
   dataset = load_dataset(config.data)
   if hasattr(algo, "validate"):
     algo.validate(config, dataset)
-  is_chief = jax.process_index() == 0
   if is_chief:
     _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
 
@@ -83,6 +97,41 @@ def load_trained(workdir: str, config=None):
   """(config, dataset, state) from the newest readable checkpoint of a finished or running
   workdir, for notebooks, analysis and fine-tuning from a pre-trained encoder. The config is
   read from the workdir's config.json unless given."""
+  encoder = _restore(workdir, config)
+  return encoder.config, encoder.dataset, encoder.state
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoder:
+  """A trained run's model, frozen: `features(split)` gives its pre-head features."""
+  config: ml_collections.ConfigDict
+  dataset: Any
+  mesh: Any
+  steps: Steps
+  state: Any
+
+  def features(self, split, batch_size: int | None = None):
+    """(features [N, D], labels [N]) of every example of `split`, on every host."""
+    if self.steps.features is None:
+      raise ConfigError(f"algorithm {self.config.algo!r} has no feature function")
+    shape = tuple(split.read(np.arange(1))["image"].shape[1:])
+    if shape != tuple(self.dataset.input_shape):
+      raise ConfigError(f"the encoder takes inputs of shape {tuple(self.dataset.input_shape)} "
+                        f"but the data has {shape}")
+    with jax.set_mesh(self.mesh):
+      return collect_features(self.steps, self.state, split, self.mesh,
+                              batch_size or self.config.eval_batch_size)
+
+
+def pretrained(workdir: str, config=None) -> Encoder:
+  """The frozen encoder of the jaxml run in `workdir`. Given `config`, that run is trained
+  first (or resumed; a finished run only re-evaluates)."""
+  if config is not None:
+    run(config, workdir)
+  return _restore(workdir, None)
+
+
+def _restore(workdir: str, config) -> Encoder:
   workdir = os.path.abspath(workdir)
   if config is None:
     try:
@@ -91,6 +140,8 @@ def load_trained(workdir: str, config=None):
     except FileNotFoundError:
       raise ConfigError(f"{workdir} has no config.json: not a jaxml workdir") from None
   algo = load_algo(config.algo)
+  if hasattr(algo, "fit"):
+    raise ConfigError(f"{workdir} is a {config.algo!r} run, which trains no encoder")
   mesh = mesh_lib.make_mesh(config.get("num_devices", 0))
   dataset = load_dataset(config.data)
   with jax.set_mesh(mesh):
@@ -100,7 +151,7 @@ def load_trained(workdir: str, config=None):
     checkpointer.close()
   if state is None:
     raise ConfigError(f"{workdir} has no readable checkpoint")
-  return config, dataset, state
+  return Encoder(config, dataset, mesh, steps, state)
 
 
 def load_algo(name: str):

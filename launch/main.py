@@ -88,10 +88,11 @@ def _report(summary: dict) -> None:
           f"{summary['workdir']}/checkpoints. Run the same command again to resume.")
     return
   scores = {k: v for k, v in summary.items()
-            if k.startswith(("eval/", "probe/")) and k.endswith(("accuracy", "loss"))}
+            if k.startswith(("eval/", "probe/", "accuracy/")) and isinstance(v, float)}
   print("final " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())))
-  print(f"outputs: {summary['workdir']} (metrics.jsonl, config.json, checkpoints/, "
-        "artifacts/metrics.png, TensorBoard events)")
+  outputs = summary.get("outputs", "metrics.jsonl, config.json, checkpoints/, "
+                        "artifacts/metrics.png, TensorBoard events")
+  print(f"outputs: {summary['workdir']} ({outputs})")
 
 
 if __name__ == "__main__":

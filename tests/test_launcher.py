@@ -18,8 +18,13 @@ def test_smoke_variant_runs_through_launcher(experiment, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "final " in proc.stdout and str(tmp_path) in proc.stdout
   summary = json.load(open(tmp_path / "artifacts" / "summary.json"))
-  assert summary["preempted"] is False and summary["step"] > 0
   config = json.load(open(tmp_path / "config.json"))
+  if config["algo"] == "dp_features":  # a study: a results table instead of a train loop
+    assert os.path.exists(tmp_path / "artifacts" / "table.md")
+    assert len(open(tmp_path / "results.jsonl").readlines()) == len(config["methods"]) * 3
+    assert "accuracy/feature_covariance/eps=8" in proc.stdout
+    return
+  assert summary["preempted"] is False and summary["step"] > 0
   assert config["algo"] == summary.get("algo", config["algo"])
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert all("step" in r for r in rows)
@@ -65,6 +70,21 @@ def test_bad_input_exits_2_with_one_line(overrides, message, tmp_path):
   assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
   assert message in lines[0]
   assert not os.path.exists(tmp_path / "checkpoints")  # failed before anything ran
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["--config.methods=('lasso',)"], "methods=['lasso']"),
+    (["--config.epsilons=(0.0,)"], "epsilons=[0.0]"),
+    (["--config.features.clip=-1"], "features.clip=-1"),
+    (["--config.public_workdir=/nonexistent/run"], "has no config.json"),
+])
+def test_bad_private_fine_tuning_exits_2_with_one_line(overrides, message, tmp_path):
+  proc = run_launcher("experiments/dp_transfer.py:smoke", tmp_path, *overrides)
+  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
+  assert message in lines[0]
+  assert not os.path.exists(tmp_path / "public")  # failed before pre-training started
 
 
 @pytest.mark.parametrize("config,message", [

@@ -6,7 +6,7 @@ import importlib
 import pkgutil
 
 from jaxml.data import sources as _sources
-from jaxml.data.base import ArraySplit, Dataset, Split
+from jaxml.data.base import ArraySplit, Dataset, Split, select_classes
 from jaxml.errors import ConfigError
 
 __all__ = ["ArraySplit", "Dataset", "Split", "load_dataset"]
@@ -24,17 +24,22 @@ def load_dataset(data_config) -> Dataset:
   - `<package.module>:<function>`: a plug-in, e.g. a generated or environment-collected
     dataset, called as `function(data_config)` and returning a `jaxml.data.Dataset`.
 
-  Every source module has `load(data_config) -> Dataset`.
+  Every source module has `load(data_config) -> Dataset`. Any source takes
+  `data_config.classes`, a list of class ids: only those classes are kept, relabelled
+  0..k-1 in the order given (`select_classes`).
   """
   source = data_config.source
   module_name, _, _ = source.partition(":")
   if "." in module_name:
-    return _load_plugin(source, data_config)
-  if module_name not in _available():
+    dataset = _load_plugin(source, data_config)
+  elif module_name not in _available():
     raise ConfigError(f"unknown dataset source {source!r}; available: "
                       f"{', '.join(_available())}, or a plug-in 'package.module:function'")
-  dataset = importlib.import_module(f"jaxml.data.sources.{module_name}").load(data_config)
-  return _checked(dataset, source)
+  else:
+    dataset = _checked(importlib.import_module(f"jaxml.data.sources.{module_name}").load(
+        data_config), source)
+  classes = data_config.get("classes")
+  return select_classes(dataset, classes) if classes else dataset
 
 
 def _load_plugin(source: str, data_config) -> Dataset:

@@ -70,3 +70,56 @@ def check_labels(dataset: Dataset, num_classes: int) -> None:
       if labels.min() < 0 or labels.max() >= num_classes:
         raise ConfigError(f"labels out of range: {name} labels span [{labels.min()}, "
                           f"{labels.max()}] but the model has {num_classes} classes")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassSubsetSplit:
+  """The examples of `split` at `indices`, with labels renumbered by `relabel` (old -> new)."""
+
+  split: Split
+  indices: np.ndarray
+  relabel: np.ndarray  # relabel[old_label] = new label (-1 for dropped classes)
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def read(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+    examples = self.split.read(self.indices[np.asarray(indices)])
+    return {**examples, "label": self.relabel[examples["label"]].astype(np.int32)}
+
+
+def labels_of(split: Split, chunk: int = 4096) -> np.ndarray:
+  """Every label of `split` (in-memory splits directly; others are read in chunks)."""
+  if isinstance(split, ArraySplit):
+    return np.asarray(split.arrays["label"])
+  return np.concatenate([split.read(np.arange(start, min(start + chunk, len(split))))["label"]
+                         for start in range(0, len(split), chunk)])
+
+
+def select_classes(dataset: Dataset, classes) -> Dataset:
+  """The examples of `classes` only, relabelled 0..len(classes)-1 in the order given.
+
+  This is how one source is split into disjoint tasks, e.g. a "public" pre-training task on
+  digits 0-4 and a "private" one on digits 5-9. Splits that are not in memory are scanned
+  once for their labels.
+  """
+  from jaxml.errors import ConfigError  # pylint: disable=import-outside-toplevel
+
+  classes = [int(c) for c in classes]
+  if len(set(classes)) != len(classes) or not classes:
+    raise ConfigError(f"data.classes={classes} must be distinct class ids")
+  bad = [c for c in classes if not 0 <= c < dataset.num_classes]
+  if bad:
+    raise ConfigError(f"data.classes has {bad}, outside dataset {dataset.name!r}'s classes "
+                      f"0..{dataset.num_classes - 1}")
+  relabel = np.full(dataset.num_classes, -1, np.int64)
+  relabel[classes] = np.arange(len(classes))
+  splits = {}
+  for name in ("train", "test"):
+    split = getattr(dataset, name)
+    keep = np.flatnonzero(relabel[labels_of(split)] >= 0)
+    if keep.size == 0:
+      raise ConfigError(f"data.classes={classes} leaves no {name} examples")
+    splits[name] = ClassSubsetSplit(split, keep, relabel)
+  return dataclasses.replace(dataset, train=splits["train"], test=splits["test"],
+                             num_classes=len(classes))

@@ -242,6 +242,29 @@ def calibrate_noise(target_epsilon: float, sampling_probability: float, steps: i
       target_epsilon, delta, dp_accounting.ExplicitBracketInterval(lo, hi), tol=tol))
 
 
+def calibrate_gaussian(target_epsilon: float, delta: float, *, accountant: str = "rdp",
+                       tol: float = 1e-4) -> float:
+  """The smallest noise multiplier σ (within `tol`) of one unsampled Gaussian release with
+  ε <= `target_epsilon` at `delta`.
+
+  A composition of Gaussian releases with multipliers σᵢ has exactly the privacy loss of one
+  Gaussian with 1/σ² = Σ 1/σᵢ² (under RDP and PLD alike), so this σ is the budget that
+  DP-LS, DP-Newton and DP-FC split between their releases.
+  """
+  if target_epsilon <= 0:
+    raise ConfigError(f"target epsilon must be > 0, got {target_epsilon}")
+  lo, hi = SIGMA_BRACKET  # ε from ~100 down to ~1e-2 at the δ in use
+  make = lambda: make_accountant(accountant)
+  for end, what in ((hi, "smallest"), (lo, "largest")):
+    eps = epsilon_of_events(dp_accounting.GaussianDpEvent(end), delta, accountant)
+    if (eps > target_epsilon) == (what == "smallest"):
+      raise ConfigError(f"target epsilon={target_epsilon} at delta={delta} is outside what "
+                        f"noise multipliers in [{lo:g}, {hi:g}] give (the {what} is {eps:.4g})")
+  return float(dp_accounting.calibrate_dp_mechanism(
+      make, dp_accounting.GaussianDpEvent, target_epsilon, delta,
+      dp_accounting.ExplicitBracketInterval(lo, hi), tol=tol))
+
+
 def default_delta(num_examples: int) -> float:
   """δ = n^-1.1: below 1/n by a margin that grows with n (Mehta et al. use it)."""
   return float(num_examples) ** -1.1

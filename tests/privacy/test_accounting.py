@@ -224,3 +224,30 @@ def test_budget_tracker_rdp_is_cheap_enough_for_every_log_step():
   for step in range(1000, 21_000, 1000):
     tracker.epsilon_at(step)
   assert (time.perf_counter() - began) / 20 < 0.5  # ~22 ms measured; generous for CI
+
+
+@pytest.mark.parametrize("target", [0.1, 1.0, 8.0])
+def test_calibrate_gaussian_matches_the_analytic_gaussian(target):
+  delta = 1e-5
+  sigma_pld = accounting.calibrate_gaussian(target, delta, accountant="pld")
+  assert analytic_gaussian_epsilon(sigma_pld, delta) == pytest.approx(target, rel=1e-2)
+  sigma_rdp = accounting.calibrate_gaussian(target, delta)
+  assert sigma_rdp >= sigma_pld  # RDP's bound is looser, so it needs more noise
+  assert accounting.epsilon_of_events(dp_accounting.GaussianDpEvent(sigma_rdp),
+                                      delta) == pytest.approx(target, rel=1e-3)
+
+
+def test_composed_gaussians_equal_one_gaussian_with_summed_precision():
+  # 1/σ² adds: Gaussians (2, 3, 3, 3) together equal one with σ = (1/4 + 3/9)^(-1/2).
+  sigmas = [2.0, 3.0, 3.0, 3.0]
+  single = sum(s ** -2 for s in sigmas) ** -0.5
+  events = [dp_accounting.GaussianDpEvent(s) for s in sigmas]
+  assert accounting.epsilon_of_events(events, 1e-6, "pld") == pytest.approx(
+      analytic_gaussian_epsilon(single, 1e-6), rel=1e-2)
+
+
+def test_calibrate_gaussian_refuses_unreachable_targets():
+  with pytest.raises(ConfigError, match="outside"):
+    accounting.calibrate_gaussian(1e4, 1e-5)
+  with pytest.raises(ConfigError, match="> 0"):
+    accounting.calibrate_gaussian(0.0, 1e-5)

@@ -1,0 +1,313 @@
+"""Private fine-tuning of a linear head on frozen features: a study over methods and ε.
+
+The last-layer recipe of "Large-Scale Transfer Learning for Differentially Private Image
+Classification" with the methods of "Differentially Private Image Classification from
+Features" (Mehta et al.), end to end:
+
+  1. Public pre-training. `config.public`, a whole classifier or supcon config, is trained in
+     `<workdir>/public` (resumed if interrupted, only re-evaluated once finished); or
+     `config.public_workdir` names a finished jaxml run whose encoder is used as is (and
+     `config.public` is ignored).
+  2. Features. The frozen encoder's pre-head features of the private train and test splits
+     (`config.data`), centred on the mean feature of the *public* train split (no privacy
+     cost) and then scaled to L2 norm `features.clip` (`normalize`) or clipped to it.
+  3. Private heads. Every method of `config.methods` at every ε of `config.epsilons` and seed
+     of `config.seeds`, from a zero head, with its noise calibrated so that the composition
+     of its Gaussian releases has exactly that ε at δ (`config.delta`; 0 means n^-1.1),
+     accounted by `dp_accounting` from the method object that does the releasing.
+  4. Non-private references on the same features: the linear probe (softmax, l2 picked on
+     held-out train rows) and every method without noise (ε = ∞ in the table).
+
+Each finished cell is appended to `results.jsonl`; run again on the same workdir, cells
+already there for the same config are skipped. Artifacts: `table.md` (test accuracy, mean ±
+std over seeds, and whether the paper's ordering holds here), `accuracy_vs_epsilon.png` and
+`summary.json`. Seeds vary the privacy noise and DP-SGD's sampling; the encoder is trained once.
+
+Algorithm contract: `validate(config)` and `fit(config, workdir, mesh, pretrained)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxml.core import mesh as mesh_lib
+from jaxml.data import load_dataset
+from jaxml.errors import ConfigError
+from jaxml.evaluators import linear_probe
+from jaxml.evaluators import study
+from jaxml.privacy import accounting, linear_heads
+
+METHODS = ("least_squares", "newton", "feature_covariance", "sgd")
+LABELS = {"least_squares": "DP-LS", "newton": "DP-Newton", "feature_covariance": "DP-FC",
+          "sgd": "DP-SGD"}
+PROBE = "non-private probe"
+RESULTS = "results.jsonl"
+# A method "holds up" at an ε when its mean test accuracy is within this many points of the
+# best private method's there (the table says so in words).
+ROBUST_GAP = 0.02
+
+
+def validate(config) -> None:
+  """Every check that can fail on the config alone, before anything trains."""
+  methods = list(config.methods)
+  if not methods or any(m not in METHODS for m in methods):
+    raise ConfigError(f"methods={methods}: choose from {', '.join(METHODS)}")
+  if not config.epsilons or any(not e > 0 for e in config.epsilons):
+    raise ConfigError(f"epsilons={list(config.epsilons)} must be a non-empty list of values > 0")
+  if not config.seeds:
+    raise ConfigError("seeds must list at least one seed")
+  if not config.features.clip > 0:
+    raise ConfigError(f"features.clip={config.features.clip} must be > 0")
+  if config.features.center not in ("public", "none"):
+    raise ConfigError(f"features.center={config.features.center!r}: choose public or none")
+  if config.accountant not in accounting.ACCOUNTANTS:
+    raise ConfigError(f"accountant={config.accountant!r}: choose one of "
+                      f"{', '.join(accounting.ACCOUNTANTS)}")
+  if config.delta < 0:
+    raise ConfigError(f"delta={config.delta} must be >= 0 (0 means n**-1.1)")
+  if not config.public_workdir and not config.get("public"):
+    raise ConfigError("give public (a pre-training config) or public_workdir (a finished run)")
+  for name in methods:
+    hp = config[name]
+    if hp.get("l2", 0) < 0:
+      raise ConfigError(f"{name}.l2={hp.l2} must be >= 0")
+    if "steps" in hp and hp.steps < 1:
+      raise ConfigError(f"{name}.steps={hp.steps} must be >= 1")
+    for key in ("gram_budget", "hessian_budget"):
+      if key in hp and not 0 < hp[key] < 1:
+        raise ConfigError(f"{name}.{key}={hp[key]} must be in (0, 1)")
+    if "learning_rate" in hp and not hp.learning_rate > 0:
+      raise ConfigError(f"{name}.learning_rate={hp.learning_rate} must be > 0")
+  if "sgd" in methods:
+    if not 0 < config.sgd.sampling_probability <= 1:
+      raise ConfigError(f"sgd.sampling_probability={config.sgd.sampling_probability} must be "
+                        "in (0, 1]")
+    if not config.sgd.l2_clip > 0:
+      raise ConfigError(f"sgd.l2_clip={config.sgd.l2_clip} must be > 0")
+
+
+def make_method(name: str, config, epsilon: float, delta: float, num_classes: int):
+  """The method object whose releases have (epsilon, delta)-DP; epsilon = inf: no noise."""
+  hp = config[name].to_dict()
+  clip = float(config.features.clip)
+  if name == "sgd":
+    sigma = 0.0 if math.isinf(epsilon) else accounting.calibrate_noise(
+        epsilon, hp["sampling_probability"], hp["steps"], delta, accountant=config.accountant)
+    return linear_heads.SgdHead(hp["l2_clip"], sigma, hp["sampling_probability"], hp["steps"],
+                                hp["learning_rate"], hp.get("l2", 0.0))
+  sigma = 0.0 if math.isinf(epsilon) else accounting.calibrate_gaussian(
+      epsilon, delta, accountant=config.accountant)
+  cls = {"least_squares": linear_heads.LeastSquares, "newton": linear_heads.Newton,
+         "feature_covariance": linear_heads.FeatureCovariance}[name]
+  return cls.calibrated(sigma, feature_clip=clip, num_classes=num_classes, **hp)
+
+
+def preprocess(x: np.ndarray, center: np.ndarray | None, clip: float, normalize: bool):
+  """Centre (on public statistics), then every row to norm `clip` (normalize) or <= clip."""
+  x = np.asarray(x, np.float32) - (0 if center is None else center)
+  norms = np.linalg.norm(x, axis=1, keepdims=True)
+  scale = clip / np.maximum(norms, 1e-12)
+  return x * (scale if normalize else np.minimum(1.0, scale))
+
+
+def _sharded(mesh, array: np.ndarray, valid_rows: int):
+  """`array` zero-padded to a multiple of the device count, as a global array on `data`
+  (every host holds the whole array, so each device takes its rows from it)."""
+  pad = -valid_rows % mesh.devices.size
+  array = np.concatenate([array, np.zeros((pad,) + array.shape[1:], array.dtype)])
+  sharding = mesh_lib.data_sharding(mesh)
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def _fit_and_score(method, key, x, y, valid, test_x, test_y, test_valid):
+  w = method.fit(key, x, y, valid)
+  correct = lambda f, labels, keep: jnp.sum((jnp.argmax(f @ w, 1) == jnp.argmax(labels, 1))
+                                            & keep) / jnp.sum(keep)
+  return correct(x, y, valid), correct(test_x, test_y, test_valid)
+
+
+def _cell_key(seed: int, method: str, epsilon: float) -> jax.Array:
+  tag = zlib.crc32(f"{method}/{epsilon!r}".encode())
+  return jax.random.fold_in(jax.random.key(seed), tag)
+
+
+def fingerprint(config) -> str:
+  """What a results row depends on: the config without the sweep's lists, the device count
+  and progress bars."""
+
+  def strip(tree):
+    if not isinstance(tree, dict):
+      return tree
+    return {k: strip(v) for k, v in tree.items() if k not in ("progress", "num_devices")}
+
+  fields = {k: v for k, v in strip(json.loads(config.to_json_best_effort())).items()
+            if k not in ("methods", "epsilons", "seeds")}
+  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_results(path: str, tag: str, repair: bool) -> list[dict]:
+  """The rows of `path` made with config fingerprint `tag`. A torn last line (a run killed
+  mid-write) is dropped, and with `repair` the file is rewritten without it, atomically, so
+  that new rows are not appended onto it."""
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  lines, rows = [], []
+  for line in text.splitlines():
+    try:
+      rows.append(json.loads(line))
+      lines.append(line)
+    except json.JSONDecodeError:
+      continue
+  if repair and (len(lines) != len(text.splitlines()) or not text.endswith("\n")) and text:
+    _write_text(path, "".join(line + "\n" for line in lines))
+  return [row for row in rows if row.get("fingerprint") == tag]
+
+
+def extract_features(config, workdir, pretrained):
+  """(train x, train labels, test x, test labels, num_classes) of the private data."""
+  if config.public_workdir:
+    encoder = pretrained(config.public_workdir)
+  else:
+    public = config.public.copy_and_resolve_references()
+    public.progress = public.get("progress", True) and config.get("progress", True)
+    encoder = pretrained(os.path.join(workdir, "public"), public)
+  dataset = load_dataset(config.data)
+  batch = int(config.features.batch_size)
+  center = None
+  if config.features.center == "public":
+    center = encoder.features(encoder.dataset.train, batch)[0].mean(0)
+  prep = lambda x: preprocess(x, center, float(config.features.clip), config.features.normalize)
+  train_x, train_y = encoder.features(dataset.train, batch)
+  test_x, test_y = encoder.features(dataset.test, batch)
+  return prep(train_x), train_y, prep(test_x), test_y, dataset.num_classes
+
+
+def fit(config, workdir: str, mesh, pretrained) -> dict:
+  """Runs (or resumes) the whole study in `workdir`; returns its summary."""
+  train_x, train_y, test_x, test_y, num_classes = extract_features(config, workdir, pretrained)
+  n = len(train_x)
+  delta = float(config.delta) or accounting.default_delta(n)
+  accounting.check_delta(delta, n)
+  is_chief = jax.process_index() == 0
+
+  onehot = lambda labels: np.eye(num_classes, dtype=np.float32)[labels]
+  arrays = [_sharded(mesh, a, len(a)) for a in
+            (train_x, onehot(train_y), np.ones(n, bool), test_x, onehot(test_y),
+             np.ones(len(test_x), bool))]
+  fit_and_score = jax.jit(_fit_and_score)
+
+  tag = fingerprint(config)
+  results_path = os.path.join(workdir, RESULTS)
+  rows = _read_results(results_path, tag, repair=is_chief)
+  done = {(r["method"], r["epsilon"], r["seed"]) for r in rows}
+  for name in config.methods:
+    for epsilon in [*config.epsilons, math.inf]:
+      stored_eps = None if math.isinf(epsilon) else float(epsilon)
+      method = make_method(name, config, float(epsilon), delta, num_classes)
+      spent = (math.inf if math.isinf(epsilon) else accounting.epsilon_of_events(
+          method.event(num_classes), delta, config.accountant))
+      for seed in config.seeds:
+        if (name, stored_eps, int(seed)) in done:
+          continue
+        train_acc, test_acc = jax.device_get(fit_and_score(
+            method, _cell_key(int(seed), name, epsilon), *arrays))
+        row = {"method": name, "epsilon": stored_eps, "seed": int(seed),
+               "test_accuracy": float(test_acc), "train_accuracy": float(train_acc),
+               "epsilon_accounted": None if math.isinf(spent) else spent, "delta": delta,
+               "noise": {k: v for k, v in vars(method).items()
+                         if k.startswith("sigma") or k == "noise_multiplier"},
+               "fingerprint": tag}
+        logging.info("dp_features %s eps=%s seed=%s: test accuracy %.4f", name, stored_eps,
+                     seed, test_acc)
+        rows.append(row)
+        if is_chief:
+          with open(results_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+  probe = linear_probe.evaluate(train_x, train_y, test_x, test_y, num_classes, l2=None)
+  return report(config, rows, probe["test_accuracy"], workdir if is_chief else None,
+                delta=delta, num_train=n, feature_dim=train_x.shape[1])
+
+
+def ordering(stats, methods, epsilons) -> dict:
+  """Whether the paper's ordering holds: DP-LS best among private methods at the smallest
+  ε, and DP-FC within ROBUST_GAP of the best private method at every ε."""
+  out = {}
+  best = {e: max(stats[(m, e)][0] for m in methods) for e in epsilons}
+  if "least_squares" in methods and len(methods) > 1:
+    smallest = min(epsilons)
+    out["ls_best_at_smallest_epsilon"] = stats[("least_squares", smallest)][0] == best[smallest]
+  if "feature_covariance" in methods and len(methods) > 1:
+    gaps = {e: best[e] - stats[("feature_covariance", e)][0] for e in epsilons}
+    out["fc_gap_to_best"] = {f"{e:g}": g for e, g in gaps.items()}
+    out["fc_robust"] = max(gaps.values()) <= ROBUST_GAP
+  return out
+
+
+def _ordering_text(order: dict) -> str:
+  lines = []
+  if "ls_best_at_smallest_epsilon" in order:
+    lines.append("- DP-LS is the best private method at the smallest ε: "
+                 + ("**yes**" if order["ls_best_at_smallest_epsilon"] else "**no**"))
+  if "fc_robust" in order:
+    gaps = ", ".join(f"ε={e}: {100 * g:.1f}" for e, g in order["fc_gap_to_best"].items())
+    lines.append(f"- DP-FC is within {100 * ROBUST_GAP:.0f} points of the best private method "
+                 f"at every ε: {'**yes**' if order['fc_robust'] else '**no**'} "
+                 f"(gap in points: {gaps})")
+  return "\n".join(lines) + "\n"
+
+
+def report(config, rows, probe_accuracy: float, workdir: str | None, *, delta: float,
+           num_train: int, feature_dim: int) -> dict:
+  """The table, plot and summary of the study's rows (files only when `workdir` is given)."""
+  methods = list(config.methods)
+  epsilons = [float(e) for e in config.epsilons]
+  labelled = [{**r, "label": LABELS[r["method"]],
+               "eps": math.inf if r["epsilon"] is None else r["epsilon"]} for r in rows
+              if r["method"] in methods and (r["epsilon"] is None or r["epsilon"] in epsilons)
+              and r["seed"] in list(config.seeds)]
+  stats = study.aggregate(labelled, key="method", x="eps", value="test_accuracy")
+  order = ordering(stats, methods, epsilons)
+  labels = {m: LABELS[m] for m in methods}
+  label_stats = {(labels[m], e): v for (m, e), v in stats.items()}
+  summary = {f"accuracy/{m}/eps={e:g}": stats[(m, e)][0] for (m, e) in stats}
+  summary.update({"accuracy/nonprivate_probe": probe_accuracy, "delta": delta,
+                  "num_private_train": num_train, "feature_dim": feature_dim,
+                  "ordering": order, "preempted": False,
+                  "outputs": "results.jsonl, artifacts/table.md, artifacts/accuracy_vs_epsilon.png"})
+  if workdir is None:
+    return summary
+  artifacts = os.path.join(workdir, "artifacts")
+  os.makedirs(artifacts, exist_ok=True)
+  table = study.markdown_table(label_stats, list(labels.values()), [*epsilons, math.inf])
+  text = (f"Test accuracy (%) of private linear heads on frozen features, mean ± std over "
+          f"seeds {list(config.seeds)}; δ = {delta:.3g}, n = {num_train} private training "
+          f"examples, {feature_dim}-dim features. ε = ∞ is the same method without noise. "
+          f"Non-private probe (softmax, l2 by held-out split): {100 * probe_accuracy:.1f}.\n\n"
+          f"{table}\n{_ordering_text(order)}")
+  _write_text(os.path.join(artifacts, "table.md"), text)
+  study.plot_vs_x(label_stats, list(labels.values()), epsilons,
+                  os.path.join(artifacts, "accuracy_vs_epsilon.png"),
+                  references={PROBE: probe_accuracy},
+                  title=f"private linear heads, δ={delta:.2g}, n={num_train}")
+  _write_text(os.path.join(artifacts, "summary.json"),
+              json.dumps(summary, indent=2, sort_keys=True, default=str))
+  return summary
+
+
+def _write_text(path: str, text: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+  os.replace(tmp, path)

@@ -1,0 +1,37 @@
+"""Sweep summaries: mean ± std per (method, x), the markdown table and the plot."""
+
+import math
+
+import numpy as np
+import pytest
+
+from jaxml.evaluators import study
+
+
+def _rows():
+  return [{"m": "a", "eps": 1.0, "acc": v} for v in (0.5, 0.7)] + [
+      {"m": "b", "eps": 1.0, "acc": 0.9}, {"m": "a", "eps": math.inf, "acc": 0.95}]
+
+
+def test_aggregate_means_and_sample_std():
+  stats = study.aggregate(_rows(), key="m", x="eps", value="acc")
+  mean, std, count = stats[("a", 1.0)]
+  assert (mean, count) == (pytest.approx(0.6), 2)
+  assert std == pytest.approx(np.std([0.5, 0.7], ddof=1))
+  assert stats[("b", 1.0)] == (0.9, 0.0, 1)
+
+
+def test_table_bolds_the_best_and_marks_missing_cells():
+  stats = study.aggregate(_rows(), key="m", x="eps", value="acc")
+  table = study.markdown_table(stats, ["a", "b"], [1.0, math.inf])
+  lines = table.strip().splitlines()
+  assert lines[0] == "| method | ε = 1 | ε = ∞ |"
+  assert lines[2] == "| a | 60.0 ± 14.1 | **95.0** |"
+  assert lines[3] == "| b | **90.0** | — |"
+
+
+def test_plot_writes_a_png(tmp_path):
+  stats = study.aggregate(_rows(), key="m", x="eps", value="acc")
+  out = study.plot_vs_x(stats, ["a", "b"], [1.0, math.inf], str(tmp_path / "p.png"),
+                        references={"ref": 0.99})
+  assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
