@@ -17,6 +17,10 @@ needs `pip install 'jaxml[tf]'`): CIFAR-10 private with a ResNet-18 pre-trained 
 CIFAR-100, and CIFAR-100 private with one pre-trained on CIFAR-10:
   python -m launch.main --config experiments/dp_transfer.py:cifar10 --workdir /shared/runs/dpt10
   python -m launch.main --config experiments/dp_transfer.py:cifar100 --workdir ...
+ImageNet-1k private (224x224, `tfds:imagenet2012` needs its manual download) with a ResNet-50
+pre-trained on the public Places365 (`tfds:places365_small`), or on your own public encoder
+via `--config.public_workdir`:
+  python -m launch.main --config experiments/dp_transfer.py:imagenet --workdir /shared/runs/dpti
 Options combine, e.g. `:smoke,seed=1` (seed of the public pre-training).
 """
 
@@ -27,8 +31,8 @@ from jaxml.core.config_args import one_of, parse_arg
 
 
 def get_config(arg=None):
-  opts = parse_arg(arg, smoke=False, cifar10=False, cifar100=False, seed=0)
-  scale = one_of(opts, "smoke", "cifar10", "cifar100")
+  opts = parse_arg(arg, smoke=False, cifar10=False, cifar100=False, imagenet=False, seed=0)
+  scale = one_of(opts, "smoke", "cifar10", "cifar100", "imagenet")
 
   c = ml_collections.ConfigDict()
   c.algo = "dp_features"
@@ -86,5 +90,21 @@ def get_config(arg=None):
     c.features.batch_size = 1000
     # Not tuned at this scale (no accelerator was available): the digits settings, with the
     # noise-scaled ridge carrying most of the regularisation.
+    c.sgd.steps = 200
+  elif scale == "imagenet":
+    public = classifier.get_config(f"cifar10,seed={opts.seed}")
+    public.data = ml_collections.ConfigDict({
+        "source": "tfds:places365_small", "data_dir": "", "image_size": 224,
+        "test_split": "validation", "prefetch": 4})
+    public.model.stem = "imagenet"
+    public.model.depth = 50
+    public.batch_size = 1024
+    public.num_steps = 160_000  # ~90 epochs of Places365's 1.8M images
+    public.optimizer.warmup_steps = 5000
+    public.linear_probe.enabled = False
+    c.public = public
+    c.data = ml_collections.ConfigDict({"source": "tfds:imagenet2012", "data_dir": "",
+                                        "image_size": 224, "test_split": "validation"})
+    c.features.batch_size = 1024
     c.sgd.steps = 200
   return c

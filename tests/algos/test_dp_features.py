@@ -176,3 +176,20 @@ def test_cifar10_variant_runs_on_mock_data(tmp_path):
     summary = runner.run(config, str(tmp_path))
   assert summary["num_private_train"] == 32 and summary["feature_dim"] == 16  # 512 · 2/64
   assert 0.0 <= summary["accuracy/feature_covariance/eps=8"] <= 1.0
+
+
+def test_imagenet_variant_resizes_and_runs_on_mock_data(tmp_path):
+  """Places365 -> ImageNet at 224x224 (images of varying size, resized and cropped), toy size."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  config = dp_transfer.get_config("imagenet")
+  assert (config.public.model.depth, config.data.image_size) == (50, 224)
+  config.public.model.width = 2
+  config.public.data.image_size = config.data.image_size = 32  # the resize path, CPU-sized
+  config.public.update(num_steps=1, batch_size=16, eval_batch_size=16, log_every=1,
+                       eval_every=1, checkpoint_every=1, progress=False)
+  config.public.optimizer.warmup_steps = 1
+  config.update(methods=("least_squares",), epsilons=(8.0,), seeds=(0,), delta=1e-3)
+  config.features.batch_size = 16
+  with tfds.testing.mock_data(num_examples=24):
+    summary = runner.run(config, str(tmp_path))
+  assert summary["num_private_train"] == 24 and summary["feature_dim"] == 2048 * 2 // 64

@@ -157,3 +157,14 @@ def test_prepared_dataset_split_slices_and_bad_split(tiny_data_dir):
   assert (len(dataset.train), len(dataset.test)) == (4, 2)
   with pytest.raises(ConfigError, match=r"split 'validation'.*Unknown split 'validation'"):
     tfds_source.load(tiny_config(tiny_data_dir, test_split="validation"))
+
+
+def test_image_size_resizes_the_shorter_side_and_centre_crops():
+  image = np.zeros((40, 80, 3), np.uint8)
+  image[:, 20:60] = 255  # the centre 40 columns are white
+  out = tfds_source.resize_center_crop(image, 20)
+  assert out.shape == (20, 20, 3)
+  np.testing.assert_array_equal(out[:, 1:-1], 255)  # only the centre survives the crop
+  assert out[:, [0, -1]].min() >= 128  # (bilinear blends just the border pixels)
+  gray = tfds_source.resize_center_crop(np.full((9, 5, 1), 7, np.uint8), 4)
+  assert gray.shape == (4, 4, 1) and (gray == 7).all()

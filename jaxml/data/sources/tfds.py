@@ -2,7 +2,9 @@
 
 Source spec `tfds:<name>` (any name `tfds.builder` accepts, e.g. `tfds:mnist`,
 `tfds:cifar10:3.0.2`). Config fields: `data_dir` (None or "" = TFDS default), `train_split`,
-`test_split`, `image_key`, `label_key`.
+`test_split`, `image_key`, `label_key`, and `image_size`: S > 0 resizes every image so its
+shorter side is S (bilinear) and centre-crops it to S x S, which datasets whose images differ
+in size (e.g. `imagenet2012`) need.
 
 Reading needs no TensorFlow, but preparing a dataset does, once, and must write ArrayRecord
 (the default TFRecord files have no random access):
@@ -55,9 +57,29 @@ class TfdsSplit:
     return {key: np.stack([ex[key] for ex in examples]) for key in ("image", "label")}
 
 
-def to_example(record, *, image_key: str, label_key: str, scale: float) -> dict[str, np.ndarray]:
+def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """[H, W, C] uint8 -> [size, size, C]: shorter side to `size` (bilinear), centre crop."""
+  from PIL import Image  # pylint: disable=import-outside-toplevel  # only for image_size
+
+  height, width = image.shape[:2]
+  scale = size / min(height, width)
+  new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+  squeeze = image.shape[-1] == 1
+  pil = Image.fromarray(image[..., 0] if squeeze else image)
+  resized = np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))
+  if squeeze:
+    resized = resized[..., None]
+  top, left = (new_h - size) // 2, (new_w - size) // 2
+  return resized[top:top + size, left:left + size]
+
+
+def to_example(record, *, image_key: str, label_key: str, scale: float,
+               image_size: int = 0) -> dict[str, np.ndarray]:
   """One TFDS record -> {"image": float32 in [0, 1], "label": int32 scalar}."""
-  return {"image": np.asarray(record[image_key], np.float32) * np.float32(scale),
+  image = np.asarray(record[image_key])
+  if image_size:
+    image = resize_center_crop(image, image_size)
+  return {"image": image.astype(np.float32) * np.float32(scale),
           "label": np.asarray(record[label_key], np.int32)}
 
 
@@ -93,7 +115,7 @@ def open_split(name: str, split: str, data_dir: str | None):
     ) from e
 
 
-def _feature_facts(features, name: str, image_key: str, label_key: str):
+def _feature_facts(features, name: str, image_key: str, label_key: str, image_size: int = 0):
   """(image shape, scale to [0, 1], num_classes) from the dataset's feature spec."""
   missing = [key for key in (image_key, label_key) if key not in features]
   if missing:
@@ -102,9 +124,11 @@ def _feature_facts(features, name: str, image_key: str, label_key: str):
         "Set data.image_key / data.label_key.")
   image, label = features[image_key], features[label_key]
   shape = tuple(image.shape)
+  if image_size and len(shape) == 3 and shape[-1] is not None:
+    shape = (image_size, image_size, shape[-1])
   if None in shape or len(shape) != 3:
     raise ConfigError(f"TFDS feature {name}/{image_key} has shape {shape}; this source needs "
-                      "a fixed [H, W, C] image shape")
+                      "a fixed [H, W, C] image shape: set data.image_size to resize and crop")
   dtype = np.dtype(image.np_dtype)
   if not np.issubdtype(dtype, np.integer):
     # Float images have no known range, so they could not be promised to lie in [0, 1].
@@ -124,11 +148,15 @@ def load(data_config: ml_collections.ConfigDict) -> Dataset:
   # `or` as well as the default: a field present but None means "use the default" too.
   image_key = data_config.get("image_key") or "image"
   label_key = data_config.get("label_key") or "label"
+  image_size = int(data_config.get("image_size") or 0)
+  if image_size < 0:
+    raise ConfigError(f"data.image_size={image_size} must be >= 0 (0: keep the stored size)")
   sources = {role: open_split(name, data_config.get(f"{role}_split") or role, data_dir)
              for role in ("train", "test")}
   shape, scale, num_classes = _feature_facts(
-      sources["train"].dataset_info.features, name, image_key, label_key)
-  convert = functools.partial(to_example, image_key=image_key, label_key=label_key, scale=scale)
+      sources["train"].dataset_info.features, name, image_key, label_key, image_size)
+  convert = functools.partial(to_example, image_key=image_key, label_key=label_key, scale=scale,
+                              image_size=image_size)
   splits = {role: TfdsSplit(grain.MapDataset.source(source).map(convert), shape)
             for role, source in sources.items()}
   return Dataset(train=splits["train"], test=splits["test"], num_classes=num_classes,
