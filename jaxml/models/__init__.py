@@ -33,8 +33,11 @@ from jaxml.errors import ConfigError
 
 
 def available() -> list[str]:
-  """Names of the model modules in this package (what `model_config.name` may be)."""
-  return sorted(info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
+  """Names of the classification models in this package (what `model_config.name` may be):
+  its modules with a `create` function (others, e.g. `decision_transformer`, are built by
+  their algorithm)."""
+  names = (info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
+  return sorted(n for n in names if hasattr(importlib.import_module(f"{__name__}.{n}"), "create"))
 
 
 def create(
