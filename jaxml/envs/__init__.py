@@ -1,0 +1,1 @@
+"""Environments and the building blocks that act in them (gymnax MinAtar wrappers, PPO)."""
