@@ -77,6 +77,8 @@ def run(config, workdir: str) -> dict:
                                                     config.eval_batch_size).items()}
         if steps.features is not None and config.get("linear_probe", {}).get("enabled", False):
           final.update(linear_probe(steps, state, dataset, mesh, config))
+        if hasattr(algo, "final_metrics"):  # e.g. play in the environments
+          final.update(algo.final_metrics(config, dataset, state))
         writer.write(summary["step"], final)
         summary.update(final)
     finally:

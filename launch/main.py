@@ -88,7 +88,7 @@ def _report(summary: dict) -> None:
           f"{summary['workdir']}/checkpoints. Run the same command again to resume.")
     return
   scores = {k: v for k, v in summary.items()
-            if k.startswith(("eval/", "probe/", "accuracy/")) and isinstance(v, float)}
+            if k.startswith(("eval/", "probe/", "accuracy/", "play/iqm")) and isinstance(v, float)}
   print("final " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())))
   outputs = summary.get("outputs", "metrics.jsonl, config.json, checkpoints/, "
                         "artifacts/metrics.png, TensorBoard events")

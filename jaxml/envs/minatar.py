@@ -79,8 +79,9 @@ def make_game(name: str) -> Game:
     raise ConfigError(f"unknown MinAtar game {name!r}; available: {', '.join(GAMES)}")
   if gymnax is None:
     raise ConfigError("MinAtar games need gymnax: pip install 'jaxml[rl]'")
-  env, params = gymnax.make(GAMES[name])
-  return Game(name, env, params, np.asarray(env.action_set))
+  with jax.ensure_compile_time_eval():  # gymnax builds jnp constants; keep them concrete
+    env, params = gymnax.make(GAMES[name])
+    return Game(name, env, params, np.asarray(env.action_set))
 
 
 def make_games(names: Sequence[str]) -> tuple[Game, ...]:

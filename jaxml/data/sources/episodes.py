@@ -10,6 +10,10 @@ padded (`step_mask` 0). Fields: `frame` [K, 10, 10, 10] float32, `action` [K] in
 MinAtar action set), `reward` [K] float32, `done` [K] bool, `return_to_go` [K] float32,
 `step_mask` [K] float32, `game` [] int32 (index into the dataset's games), `label` [] int32
 (the first action, so classification tools see a label).
+
+With `build.enabled` and no dataset at `<dir>` yet, it is built first with
+`jaxml.envs.collect.build` (`build.policies`, `build.envs`, `build.steps`, `build.seed`) for
+`games`; afterwards the same directory is reused.
 """
 
 from __future__ import annotations
@@ -66,6 +70,11 @@ def load(data_config) -> Dataset:
   root = data_config.source.partition(":")[2] or data_config.get("dir", "")
   if not root:
     raise ConfigError("episodes source needs a directory: source='episodes:<dir>'")
+  build = data_config.get("build") or {}
+  if build.get("enabled") and not os.path.exists(os.path.join(root, collect.MANIFEST)):
+    collect.build(root, list(data_config.get("games") or minatar.GAMES),
+                  collect.make_policies(build["policies"]), envs=int(build["envs"]),
+                  steps=int(build["steps"]), seed=int(build.get("seed", 0)))
   manifest = collect.read_manifest(root)
   games = list(data_config.get("games") or manifest["games"])
   policies = list(data_config.get("policies") or manifest["policies"])

@@ -1,0 +1,108 @@
+"""MGDT: return and action sampling, the play agent's context window, training end to end."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import mgdt as mgdt_config
+from jaxml import runner
+from jaxml.algos import mgdt
+from jaxml.core.state import TrainState
+from jaxml.envs import minatar
+from jaxml.models import decision_transformer as dt
+
+BINS = dt.ReturnBins(0.0, 10.0, 10)
+LOGITS = jnp.log(jnp.array([0.3, 0.25, 0.2, 0.1, 0.05, 0.04, 0.03, 0.01, 0.01, 0.01]))
+
+
+def _draws(n=20000, **kw):
+  keys = jax.random.split(jax.random.key(0), n)
+  return np.asarray(jax.vmap(lambda k: mgdt.sample_return(k, LOGITS, BINS, **kw))(keys))
+
+
+def test_kappa_zero_follows_the_model_and_kappa_shifts_returns_up():
+  freq = np.bincount(_draws(), minlength=10) / 20000
+  probs = np.asarray(jax.nn.softmax(LOGITS))
+  assert np.all(np.abs(freq - probs) < 4 * np.sqrt(probs * (1 - probs) / 20000) + 1e-3)
+  means = [_draws(kappa=k).mean() for k in (0.0, 3.0, 10.0)]
+  assert means[0] < means[1] < means[2]
+  # κ reweights by exp(κ·normalised R): the exact tilted distribution.
+  tilted = probs * np.exp(10.0 * (np.arange(10) + 0.5) / 10)
+  tilted /= tilted.sum()
+  assert means[2] == pytest.approx((tilted * np.arange(10)).sum(), abs=0.05)
+  best = _draws(best_of=8)
+  assert best.mean() > means[0] and np.all(best >= 0)
+
+
+def test_action_sampling_respects_valid_actions_percentile_and_temperature():
+  logits = jnp.array([0.0, 3.0, 2.0, 1.0, 5.0, -1.0])
+  allowed = jnp.array([True, True, True, True, False, True])
+  keys = jax.random.split(jax.random.key(1), 4000)
+  draw = lambda **kw: np.asarray(jax.vmap(
+      lambda k: mgdt.sample_action(k, logits, allowed, **kw))(keys))
+  assert 4 not in draw()  # not a valid action, although the most likely
+  top = draw(top_percentile=40.0)  # 2 of the 5 valid actions: the two most likely
+  assert set(np.unique(top)) == {1, 2}
+  assert set(np.unique(draw(temperature=1e-3))) == {1}
+
+
+def test_normalised_scores_and_iqm():
+  manifest = {"per_game": {"g": {"random": {"mean_return": 2.0, "max_return": 4.0},
+                                 "expert": {"mean_return": 9.0, "max_return": 12.0}}}}
+  assert mgdt.normalised_scores({"g": 7.0}, manifest) == {"g": pytest.approx(0.5)}
+  assert mgdt.iqm([0, 1, 2, 3, 4, 5, 6, 100]) == pytest.approx(3.5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  config = mgdt_config.get_config("smoke")
+  config.progress = False
+  workdir = tmp_path_factory.mktemp("mgdt")
+  summary = runner.run(config, str(workdir))
+  return config, summary, workdir
+
+
+def test_smoke_training_learns_and_plays(trained):
+  config, summary, workdir = trained
+  rows = [json.loads(l) for l in open(workdir / "metrics.jsonl") if "train/loss" in l]
+  assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+  for game in config.data.games:
+    assert np.isfinite(summary[f"play/{game}/return"])
+  assert 0 < summary["play/finished_fraction"] <= 1
+
+
+def test_agent_window_equals_the_model_on_the_explicit_history(trained):
+  """Greedy play with a fixed return: every recorded action is the model's argmax on the
+  last `context` steps of the current episode, rebuilt from the recorded trajectory."""
+  config, _, workdir = trained
+  config = config.copy_and_resolve_references()
+  config.play.update(fixed_return=True, target_return=3.0, temperature=1e-4)
+  _, _, state = runner.load_trained(str(workdir))
+  games = minatar.make_games(list(config.data.games))
+  out = jax.jit(lambda s, k: minatar.rollout(games, mgdt.dt_agent(config, s), k,
+                                             envs_per_game=2, num_steps=12, record=True))(
+                                                 state, jax.random.key(5))
+  traj = jax.device_get(out["trajectory"])
+  k = config.data.context
+  model = state.model()
+  target = int(mgdt.return_bins(config).encode(3.0))
+  table = minatar.valid_action_table(games)
+  for g in range(len(games)):
+    for e in range(2):
+      start = 0
+      for t in range(12):
+        lo = max(start, t - k + 1)
+        frames = traj["frame"][lo:t + 1, g, e].astype(np.float32)
+        actions = traj["action"][lo:t + 1, g, e]
+        rewards = np.asarray(dt.encode_reward(traj["reward"][lo:t + 1, g, e],
+                                              traj["done"][lo:t + 1, g, e]))
+        n = t + 1 - lo
+        logits = model(jnp.asarray(frames)[None], jnp.full((1, n), target),
+                       jnp.asarray(actions)[None], jnp.asarray(rewards)[None])["action"]
+        best = np.where(table[g], np.asarray(logits[0, -1]), -np.inf).argmax()
+        assert actions[-1] == best, (g, e, t)
+        if traj["done"][t, g, e]:
+          start = t + 1
