@@ -40,13 +40,15 @@ def get_config(arg=None):
       "test_fraction": 0.1,
       "prefetch": 2,
       # Built on first use when the directory holds no dataset yet.
-      "build": {"enabled": True, "policies": ("random",), "envs": 64, "steps": 2000,
-                "seed": 0},
+      # Mixed quality: random, PPO trained per game (~1 min each on 2 CPU cores), and PPO
+      # with a random action half / a tenth of the time.
+      "build": {"enabled": True, "policies": ("random", "ppo_eps0.5", "ppo_eps0.1", "ppo"),
+                "envs": 64, "steps": 2000, "seed": 0, "ppo_steps": 1_000_000},
   })
   c.model = ml_collections.ConfigDict(
       {"patch_size": 2, "width": 128, "depth": 3, "num_heads": 4, "context": 4})
   # Returns-to-go in unit bins over [low, high]: MinAtar rewards are integers.
-  c.returns = ml_collections.ConfigDict({"low": 0.0, "high": 100.0, "num_bins": 100})
+  c.returns = ml_collections.ConfigDict({"low": 0.0, "high": 150.0, "num_bins": 150})
   c.batch_size = 128
   c.eval_batch_size = 256
   c.num_steps = 3000
@@ -68,7 +70,7 @@ def get_config(arg=None):
     c.data.source = "episodes:" + os.path.join(tempfile.gettempdir(), "jaxml-minatar-smoke")
     c.data.games = ("breakout", "space_invaders")
     c.data.build = {"enabled": True, "policies": ("random",), "envs": 8, "steps": 300,
-                    "seed": 0}
+                    "seed": 0, "ppo_steps": 0}
     c.model = ml_collections.ConfigDict(
         {"patch_size": 5, "width": 32, "depth": 1, "num_heads": 2, "context": 4})
     c.batch_size = 32

@@ -1,7 +1,11 @@
 """Build an offline dataset of MinAtar episodes from agents of mixed quality, once, on disk.
 
   python -m jaxml.envs.collect --out data/minatar --games breakout,freeway \
-      --policies random --envs 64 --steps 2000 --seed 0
+      --policies random,ppo_eps0.5,ppo_eps0.1,ppo --envs 64 --steps 2000 --seed 0
+
+Policies: `random`, `ppo` (a PPO policy trained here per game, `--ppo_steps`), and
+`ppo_eps<ε>` (that policy with a uniformly random valid action with probability ε), so the
+returns span beginner to competent.
 
 Each (game, policy) pair plays `--envs` environments for `--steps` steps inside one jitted
 rollout; every finished episode is kept (the unfinished tail of each environment is dropped).
@@ -25,6 +29,7 @@ import sys
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -123,14 +128,55 @@ def read_manifest(root: str) -> dict:
                       "python -m jaxml.envs.collect --out " + root) from None
 
 
-def make_policies(names: Sequence[str]) -> dict[str, minatar.Agent]:
-  policies = {}
-  for name in names:
-    if name == "random":
-      policies[name] = minatar.random_agent()
-    else:
-      raise ConfigError(f"unknown policy {name!r}; available: random")
-  return policies
+def ppo_agent(games: Sequence[minatar.Game], policies, epsilon: float) -> minatar.Agent:
+  """Each game's PPO policy (sampled actions); with probability `epsilon` per step, a
+  uniformly random valid action instead."""
+
+  def act(carry, frames, valid, key):
+    keys = jax.random.split(key, len(games) + 2)
+    actions = jnp.stack([
+        jnp.asarray(game.action_set)[policy.act(keys[i], frames[i][..., :game.channels])]
+        for i, (game, policy) in enumerate(zip(games, policies))])
+    uniform = jax.random.categorical(keys[-2], jnp.where(valid, 0.0, -jnp.inf))
+    explore = jax.random.bernoulli(keys[-1], epsilon, actions.shape)
+    return jnp.where(explore, uniform, actions), carry
+
+  return minatar.Agent(init=lambda g, e: (), act=act, observe=lambda carry, a, r, d: carry)
+
+
+def parse_policy(name: str) -> float | None:
+  """None for "random"; ε for "ppo" (0) and "ppo_eps<ε>"."""
+  if name == "random":
+    return None
+  if name == "ppo":
+    return 0.0
+  if name.startswith("ppo_eps"):
+    try:
+      epsilon = float(name[len("ppo_eps"):])
+    except ValueError:
+      epsilon = -1.0
+    if 0 <= epsilon <= 1:
+      return epsilon
+  raise ConfigError(f"unknown policy {name!r}; available: random, ppo, ppo_eps<ε> "
+                    "(e.g. ppo_eps0.25: PPO with a random action 25% of the time)")
+
+
+def make_policies(names: Sequence[str], game_names: Sequence[str], *,
+                  ppo_steps: int = 1_000_000, seed: int = 0) -> dict[str, minatar.Agent]:
+  """Behaviour policies by name, a spread of quality: random, PPO trained here per game
+  (`jaxml.envs.ppo`, ~1 min per game on 2 CPU cores at 1M steps) and ε-noisy PPO."""
+  epsilons = {name: parse_policy(name) for name in names}
+  policies = {name: minatar.random_agent() for name, eps in epsilons.items() if eps is None}
+  if len(policies) < len(names):
+    from jaxml.envs import ppo  # pylint: disable=import-outside-toplevel  # trains on demand
+
+    games = minatar.make_games(game_names)
+    config = ppo.PpoConfig(total_steps=ppo_steps)
+    trained = [ppo.train(minatar.GAMES[g], config, seed)[0] for g in game_names]
+    for name, eps in epsilons.items():
+      if eps is not None:
+        policies[name] = ppo_agent(games, trained, eps)
+  return {name: policies[name] for name in names}
 
 
 _OUT = flags.DEFINE_string("out", None, "dataset directory to write")
@@ -139,6 +185,7 @@ _POLICIES = flags.DEFINE_list("policies", ["random"], "behaviour policies")
 _ENVS = flags.DEFINE_integer("envs", 64, "environments per game and policy")
 _STEPS = flags.DEFINE_integer("steps", 2000, "steps per environment")
 _SEED = flags.DEFINE_integer("seed", 0, "collection seed")
+_PPO_STEPS = flags.DEFINE_integer("ppo_steps", 1_000_000, "PPO training steps per game")
 
 
 def main(argv):
@@ -146,7 +193,9 @@ def main(argv):
   try:
     if not _OUT.value:
       raise ConfigError("--out is required")
-    manifest = build(_OUT.value, _GAMES.value, make_policies(_POLICIES.value),
+    policies = make_policies(_POLICIES.value, _GAMES.value, ppo_steps=_PPO_STEPS.value,
+                             seed=_SEED.value)
+    manifest = build(_OUT.value, _GAMES.value, policies,
                      envs=_ENVS.value, steps=_STEPS.value, seed=_SEED.value)
   except ConfigError as err:  # one line and exit status 2, as the launcher does
     print(f"error: {err}", file=sys.stderr)

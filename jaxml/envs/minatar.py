@@ -58,6 +58,11 @@ class Game:
     table[self.action_set] = np.arange(len(self.action_set))
     return table
 
+  @property
+  def channels(self) -> int:
+    """The game's own number of observation channels (before padding)."""
+    return int(self.env.observation_space(self.params).shape[-1])
+
   def pad(self, obs: jax.Array) -> jax.Array:
     pad = CHANNELS - obs.shape[-1]
     return jnp.pad(obs.astype(jnp.float32), [(0, 0)] * (obs.ndim - 1) + [(0, pad)])

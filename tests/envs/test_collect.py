@@ -4,12 +4,13 @@ import json
 import subprocess
 import sys
 
+import jax
 import ml_collections
 import numpy as np
 import pytest
 
 from jaxml.data import load_dataset
-from jaxml.envs import collect
+from jaxml.envs import collect, minatar
 from jaxml.errors import ConfigError
 from tests.launch_utils import REPO
 
@@ -33,8 +34,9 @@ def test_returns_to_go_are_suffix_sums():
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("episodes"))
-  collect.build(out, ["breakout", "freeway"], collect.make_policies(["random"]), envs=4,
-                steps=150, seed=0)
+  collect.build(out, ["breakout", "freeway"],
+                collect.make_policies(["random"], ["breakout", "freeway"]), envs=4, steps=150,
+                seed=0)
   return out
 
 
@@ -73,6 +75,20 @@ def test_bad_dataset_configs(tmp_path, dataset_dir):
   with pytest.raises(ConfigError, match="not in the dataset"):
     load_dataset(ml_collections.ConfigDict({"source": f"episodes:{dataset_dir}",
                                             "games": ("pong",)}))
+
+
+def test_epsilon_noisy_ppo_plays_better_than_random_and_worse_than_ppo():
+  names = ["random", "ppo_eps0.5", "ppo"]
+  policies = collect.make_policies(names, ["breakout"], ppo_steps=150_000, seed=0)
+  games = minatar.make_games(["breakout"])
+  means = []
+  for name in names:
+    result = jax.jit(lambda k, agent=policies[name]: minatar.rollout(
+        games, agent, k, envs_per_game=32, num_steps=400))(jax.random.key(1))
+    means.append(float(np.nanmean(result["first_return"])))
+  assert means[0] < means[1] < means[2], means
+  with pytest.raises(ConfigError, match="unknown policy"):
+    collect.parse_policy("ppo_eps2")
 
 
 def test_command_rejects_unknown_policy_with_exit_2(tmp_path):

@@ -12,7 +12,8 @@ MinAtar action set), `reward` [K] float32, `done` [K] bool, `return_to_go` [K] f
 (the first action, so classification tools see a label).
 
 With `build.enabled` and no dataset at `<dir>` yet, it is built first with
-`jaxml.envs.collect.build` (`build.policies`, `build.envs`, `build.steps`, `build.seed`) for
+`jaxml.envs.collect.build` (`build.policies`, `build.envs`, `build.steps`, `build.seed`,
+`build.ppo_steps`) for
 `games`; afterwards the same directory is reused.
 """
 
@@ -72,9 +73,12 @@ def load(data_config) -> Dataset:
     raise ConfigError("episodes source needs a directory: source='episodes:<dir>'")
   build = data_config.get("build") or {}
   if build.get("enabled") and not os.path.exists(os.path.join(root, collect.MANIFEST)):
-    collect.build(root, list(data_config.get("games") or minatar.GAMES),
-                  collect.make_policies(build["policies"]), envs=int(build["envs"]),
-                  steps=int(build["steps"]), seed=int(build.get("seed", 0)))
+    games = list(data_config.get("games") or minatar.GAMES)
+    seed = int(build.get("seed", 0))
+    policies = collect.make_policies(build["policies"], games, seed=seed,
+                                     ppo_steps=int(build.get("ppo_steps", 1_000_000)))
+    collect.build(root, games, policies, envs=int(build["envs"]), steps=int(build["steps"]),
+                  seed=seed)
   manifest = collect.read_manifest(root)
   games = list(data_config.get("games") or manifest["games"])
   policies = list(data_config.get("policies") or manifest["policies"])
