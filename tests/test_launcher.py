@@ -62,13 +62,17 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("overrides,message", BAD_INPUTS)
-def test_bad_input_exits_2_with_one_line(overrides, message, tmp_path):
-  proc = run_launcher("experiments/classifier.py:smoke", tmp_path, *overrides)
+def _assert_one_error_line(proc, message):
   assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
   assert message in lines[0]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_INPUTS)
+def test_bad_input_exits_2_with_one_line(overrides, message, tmp_path):
+  proc = run_launcher("experiments/classifier.py:smoke", tmp_path, *overrides)
+  _assert_one_error_line(proc, message)
   assert not os.path.exists(tmp_path / "checkpoints")  # failed before anything ran
 
 
@@ -80,10 +84,7 @@ def test_bad_input_exits_2_with_one_line(overrides, message, tmp_path):
 ])
 def test_bad_private_fine_tuning_exits_2_with_one_line(overrides, message, tmp_path):
   proc = run_launcher("experiments/dp_transfer.py:smoke", tmp_path, *overrides)
-  assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-  lines = proc.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
-  assert message in lines[0]
+  _assert_one_error_line(proc, message)
   assert not os.path.exists(tmp_path / "public")  # failed before pre-training started
 
 

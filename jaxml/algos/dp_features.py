@@ -28,6 +28,7 @@ Algorithm contract: `validate(config)` and `fit(config, workdir, mesh, pretraine
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -95,6 +96,10 @@ def validate(config) -> None:
       raise ConfigError(f"sgd.l2_clip={config.sgd.l2_clip} must be > 0")
 
 
+# LS, Newton and FC at one ε share the same budget; PLD calibration takes seconds each.
+_calibrate_gaussian = functools.lru_cache(maxsize=64)(accounting.calibrate_gaussian)
+
+
 def make_method(name: str, config, epsilon: float, delta: float, num_classes: int):
   """The method object whose releases have (epsilon, delta)-DP; epsilon = inf: no noise."""
   hp = config[name].to_dict()
@@ -104,7 +109,7 @@ def make_method(name: str, config, epsilon: float, delta: float, num_classes: in
         epsilon, hp["sampling_probability"], hp["steps"], delta, accountant=config.accountant)
     return linear_heads.SgdHead(hp["l2_clip"], sigma, hp["sampling_probability"], hp["steps"],
                                 hp["learning_rate"], hp.get("l2", 0.0))
-  sigma = 0.0 if math.isinf(epsilon) else accounting.calibrate_gaussian(
+  sigma = 0.0 if math.isinf(epsilon) else _calibrate_gaussian(
       epsilon, delta, accountant=config.accountant)
   cls = {"least_squares": linear_heads.LeastSquares, "newton": linear_heads.Newton,
          "feature_covariance": linear_heads.FeatureCovariance}[name]
