@@ -47,6 +47,7 @@ def get_config(arg=None):
   c.eval_every = 500
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
+  c.init_from = ""  # a jaxml workdir whose newest weights start this run (fine-tuning)
   c.nonfinite = "stop"  # or "skip": drop updates whose loss/params are NaN/Inf
   c.progress = True
   c.linear_probe = ml_collections.ConfigDict({"enabled": True, "l2": 1e-4})

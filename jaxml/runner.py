@@ -22,7 +22,7 @@ import numpy as np
 
 from jaxml import algos as _algos
 from jaxml.core import mesh as mesh_lib
-from jaxml.core.checkpoint import Checkpointer
+from jaxml.core.checkpoint import Checkpointer, warm_start
 from jaxml.evaluators.passes import collect_features, evaluate, linear_probe
 from jaxml.core.loop import train_loop
 from jaxml.core.metrics import MetricWriter
@@ -68,6 +68,8 @@ def run(config, workdir: str) -> dict:
     state = checkpointer.restore_latest(steps.abstract_state)
     if state is None:
       state = steps.init(init_key)
+      if config.get("init_from"):  # fine-tuning: a fresh run from another run's weights
+        state = warm_start(state, steps.abstract_state, config.init_from)
     writer = MetricWriter(workdir, start_step=int(state.step))
     try:
       state, summary = train_loop(config, state, steps, dataset, mesh, train_key,
@@ -186,6 +188,9 @@ def check_config(config, mesh) -> None:
   for key in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
     if config[key] <= 0:
       raise ConfigError(f"{key}={config[key]} must be positive")
+  source = config.get("init_from")
+  if source and not os.path.isdir(os.path.join(source, "checkpoints")):
+    raise ConfigError(f"init_from={source}: not a jaxml workdir with checkpoints")
   if config.get("nonfinite", "stop") not in NONFINITE_MODES:
     raise ConfigError(f"nonfinite={config.nonfinite!r}; choose one of "
                       f"{', '.join(NONFINITE_MODES)}")

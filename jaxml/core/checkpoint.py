@@ -17,6 +17,8 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from jaxml.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -76,3 +78,51 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying the target shardings: what restore fills in."""
   return jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
+WARM_START_FIELDS = ("params", "model_state")
+
+
+def _key_name(key) -> str:
+  for field in ("key", "name", "idx"):
+    if hasattr(key, field):
+      return str(getattr(key, field))
+  return str(key)
+
+
+def _shapes(tree) -> dict[tuple[str, ...], tuple]:
+  """{path: (shape, dtype)} of a tree of arrays or array metadata, paths as plain names."""
+  return {tuple(_key_name(k) for k in path): (tuple(leaf.shape), str(leaf.dtype))
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def warm_start(state: Any, abstract_state: Any, source_workdir: str) -> Any:
+  """`state` with its params and model state replaced by those of the newest checkpoint in
+  `source_workdir` (another run's workdir), for fine-tuning. The optimizer state and step
+  stay fresh; the model must have the same parameter names and shapes."""
+  directory = os.path.join(os.path.abspath(source_workdir), "checkpoints")
+  manager = ocp.CheckpointManager(directory, item_handlers=ocp.PyTreeCheckpointHandler(),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
+      raise ConfigError(f"init_from={source_workdir}: no checkpoint under {directory}")
+    item = {name: getattr(abstract_state, name) for name in WARM_START_FIELDS}
+    # Orbax would read the saved shapes into the target's, so compare them first.
+    saved = manager.item_metadata(steps[0]).tree
+    want = _shapes(item)
+    have = _shapes({name: saved.get(name) for name in WARM_START_FIELDS})
+    differ = sorted(p for p in want.keys() | have.keys() if want.get(p) != have.get(p))
+    if differ:
+      path = differ[0]
+      raise ConfigError(
+          f"init_from={source_workdir}: its model does not match this config's ({len(differ)} "
+          f"parameters differ, e.g. {'/'.join(path)}: {have.get(path, 'missing')} there, "
+          f"{want.get(path, 'missing')} here)")
+    restored = manager.restore(steps[0], args=ocp.args.PyTreeRestore(
+        item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True))
+  finally:
+    manager.close()
+  log.info("warm start from %s, step %d", directory, steps[0])
+  return state.replace(**restored)

@@ -73,7 +73,7 @@ def write_episodes(path: str, episodes: list[dict[str, np.ndarray]]) -> None:
   arrays = {k: np.concatenate([e[k] for e in episodes]) if episodes else np.zeros((0,))
             for k in ("frame", "action", "reward", "done")}
   arrays["episode_start"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-  tmp = path + ".tmp.npz"
+  tmp = f"{path}.{os.getpid()}.tmp.npz"  # concurrent builders (test workers) never share it
   np.savez_compressed(tmp, **arrays)
   os.replace(tmp, path)
 
@@ -112,7 +112,7 @@ def build(out: str, game_names: Sequence[str], policies: dict[str, minatar.Agent
                        "mean_return": float(np.mean(returns)) if returns else None,
                        "max_return": max(returns, default=None)}
     manifest["per_game"][game] = stats
-  tmp = os.path.join(out, MANIFEST + ".tmp")
+  tmp = os.path.join(out, f"{MANIFEST}.{os.getpid()}.tmp")
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(manifest, f, indent=2)
   os.replace(tmp, os.path.join(out, MANIFEST))

@@ -15,6 +15,12 @@ it never sees what it predicts:
   reward logits of step t  at the a_t token               (p(r_t | a_t, ...))
 
 Action logits of actions a game does not have are masked out (`action_mask`, per example).
+
+`single_return_token=True` conditions a window on its first return only, as the released
+MGDT model does: the return tokens of later steps carry no embedding (only their positions)
+and no token attends to them, so p(a_t | ·) depends on R_0 and the history but not on
+R_1..R_t. Their slots stay in the sequence, so the action and reward heads read at the same
+places in both modes.
 This file holds the model and its token layout; training, return sampling and rollouts
 live in the algorithm.
 
@@ -84,9 +90,10 @@ def token_indices(patches: int) -> dict[str, int]:
           "reward": patches + 2}
 
 
-def attention_mask(steps: int, patches: int) -> np.ndarray:
+def attention_mask(steps: int, patches: int, single_return_token: bool = False) -> np.ndarray:
   """[T, T] bool, T = steps · (P + 3): query i may attend to key j. Causal, plus full
-  attention among the patches of the same frame."""
+  attention among the patches of the same frame. With `single_return_token`, the return
+  tokens after the first step are hidden from every query but themselves."""
   per_step = patches + 3
   total = steps * per_step
   index = np.arange(total)
@@ -94,7 +101,11 @@ def attention_mask(steps: int, patches: int) -> np.ndarray:
   is_patch = offset < patches
   causal = index[None, :] <= index[:, None]
   same_frame = (step[:, None] == step[None, :]) & is_patch[:, None] & is_patch[None, :]
-  return causal | same_frame
+  mask = causal | same_frame
+  if single_return_token:
+    hidden = (offset == patches) & (step > 0)
+    mask &= ~hidden[None, :] | np.eye(total, dtype=bool)
+  return mask
 
 
 def patchify(frames: jax.Array, patch_size: int) -> jax.Array:
@@ -116,8 +127,8 @@ class Block(nnx.Module):
     self.mlp_in = nnx.Linear(width, mlp_ratio * width, rngs=rngs)
     self.mlp_out = nnx.Linear(mlp_ratio * width, width, rngs=rngs)
 
-  def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
-    x = x + self.attention(self.norm1(x), mask=mask)
+  def __call__(self, x: jax.Array, mask: jax.Array, sow_weights: bool = False) -> jax.Array:
+    x = x + self.attention(self.norm1(x), mask=mask, sow_weights=sow_weights)
     return x + self.mlp_out(jax.nn.gelu(self.mlp_in(self.norm2(x))))
 
 
@@ -127,8 +138,9 @@ class DecisionTransformer(nnx.Module):
 
   def __init__(self, *, image_shape, patch_size: int, num_actions: int, num_return_bins: int,
                context: int, width: int, depth: int, num_heads: int, mlp_ratio: int = 4,
-               rngs: nnx.Rngs):
+               single_return_token: bool = False, rngs: nnx.Rngs):
     self.patch_size = patch_size
+    self.single_return_token = single_return_token
     self.patches = num_patches(image_shape, patch_size)
     self.context = context
     patch_dim = patch_size * patch_size * image_shape[-1]
@@ -152,19 +164,33 @@ class DecisionTransformer(nnx.Module):
     if steps > self.context:
       raise ValueError(f"{steps} steps exceed the model's context of {self.context}")
     patches = self.patch_embed(patchify(frames, self.patch_size)) + self.patch_position[...]
-    singles = jnp.stack([self.return_embed(returns), self.action_embed(actions),
+    return_tokens = self.return_embed(returns)
+    if self.single_return_token:  # later returns are placeholders: position only
+      return_tokens = return_tokens * (jnp.arange(steps) == 0)[None, :, None]
+    singles = jnp.stack([return_tokens, self.action_embed(actions),
                          self.reward_embed(rewards)], axis=2)  # [B, L, 3, width]
     step_tokens = jnp.concatenate([patches, singles], axis=2)
     step_tokens = step_tokens + self.step_position[...][:steps, None, :]
     return step_tokens.reshape(batch, steps * (self.patches + 3), -1)
 
-  def __call__(self, frames, returns, actions, rewards, *, action_mask=None):
+  def _encode(self, frames, returns, actions, rewards, sow_weights=False) -> jax.Array:
     batch, steps = returns.shape
     x = self.tokens(frames, returns, actions, rewards)
-    mask = jnp.asarray(attention_mask(steps, self.patches))[None, None]
+    mask = jnp.asarray(attention_mask(steps, self.patches, self.single_return_token))[None, None]
     for block in self.blocks:
-      x = block(x, mask)
-    x = self.norm(x).reshape(batch, steps, self.patches + 3, -1)
+      x = block(x, mask, sow_weights)
+    return self.norm(x).reshape(batch, steps, self.patches + 3, -1)
+
+  def attention_weights(self, frames, returns, actions, rewards) -> jax.Array:
+    """[depth, B, heads, T, T] attention probabilities of every layer (T tokens, in the
+    order of `tokens`), e.g. to see which patches the action token reads."""
+    self._encode(frames, returns, actions, rewards, sow_weights=True)
+    sown = nnx.pop(self, nnx.Intermediate)
+    return jnp.stack([sown["blocks"][i]["attention"]["attention_weights"].get_value()[0]
+                      for i in range(len(self.blocks))])
+
+  def __call__(self, frames, returns, actions, rewards, *, action_mask=None):
+    x = self._encode(frames, returns, actions, rewards)
     at = token_indices(self.patches)
     action_logits = self.action_head(x[:, :, at["return"]])
     if action_mask is not None:  # [B, A]: the actions each example's game has

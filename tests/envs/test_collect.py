@@ -67,6 +67,10 @@ def test_windows_pad_past_the_episode_end(dataset_dir):
   rtg = collect.returns_to_go(first["reward"])
   np.testing.assert_array_equal(window["return_to_go"][0, :2], rtg[-2:])
   assert window["frame"].shape == (1, 5, 10, 10, 10) and window["game"][0] == 0
+  # max_episodes keeps the first episodes for training; the test split does not change.
+  few = load_dataset(ml_collections.ConfigDict({**config.to_dict(), "max_episodes": 2}))
+  assert len(few.train) == sum(len(e["action"]) for e in episodes[:2])
+  np.testing.assert_array_equal(few.test.starts, dataset.test.starts)
 
 
 def test_bad_dataset_configs(tmp_path, dataset_dir):

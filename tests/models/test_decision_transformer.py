@@ -89,6 +89,35 @@ def test_each_head_sees_only_tokens_before_its_target():
       "return": [False, False, True], "action": [False, False, True], "reward": [False, False, True]}
 
 
+def test_single_return_token_conditions_on_the_first_return_only():
+  mask = dt.attention_mask(steps=2, patches=2, single_return_token=True)
+  hidden = 5 + 2  # the second step's return token
+  expected = dt.attention_mask(steps=2, patches=2)
+  expected[:, hidden] = False
+  expected[hidden, hidden] = True
+  np.testing.assert_array_equal(mask, expected)
+
+  model, inputs = _model(single_return_token=True), _inputs()
+  never = {"return": [False] * 3, "action": [False] * 3, "reward": [False] * 3}
+  assert _changed(model, inputs, 1, 1) == never
+  assert _changed(model, inputs, 1, 2) == never
+  # R_0 conditions every later action, as in the default mode.
+  assert _changed(model, inputs, 1, 0) == {
+      "return": [False, True, True], "action": [True, True, True], "reward": [True, True, True]}
+
+
+def test_attention_weights_are_distributions_under_the_mask():
+  model, inputs = _model(single_return_token=True), _inputs()
+  weights = np.asarray(model.attention_weights(*inputs))
+  assert weights.shape == (2, 2, 2, 21, 21)  # depth, batch, heads, 3 steps of 4 + 3 tokens
+  np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+  allowed = dt.attention_mask(3, 4, single_return_token=True)
+  assert np.abs(np.where(allowed, 0.0, weights)).max() == 0.0
+  # Reading the weights leaves the model as it was (nothing sown stays behind).
+  assert not nnx.state(model, nnx.Intermediate)
+  np.testing.assert_array_equal(model(*inputs)["action"], model(*inputs)["action"])
+
+
 def test_shapes_and_valid_action_mask():
   model, inputs = _model(), _inputs()
   allowed = jnp.array([[True, True, False, False, True], [True] * 5])

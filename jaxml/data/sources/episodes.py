@@ -2,7 +2,9 @@
 
 Source `episodes:<dir>`. Config fields: `context` (steps per window, default 4), `games` and
 `policies` (subsets of the manifest's; default all), `test_fraction` (the last fraction of each
-(game, policy)'s episodes is the test split; default 0.1).
+(game, policy)'s episodes is the test split; default 0.1), `max_episodes` (> 0: train on only
+the first that many episodes of each (game, policy), e.g. to fine-tune on a few episodes of a
+new game; the test split is unchanged).
 
 Example i of a split is the window of `context` steps starting at one step of one episode;
 every step of every episode starts a window, and a window that runs past its episode's end is
@@ -12,9 +14,8 @@ MinAtar action set), `reward` [K] float32, `done` [K] bool, `return_to_go` [K] f
 (the first action, so classification tools see a label).
 
 With `build.enabled` and no dataset at `<dir>` yet, it is built first with
-`jaxml.envs.collect.build` (`build.policies`, `build.envs`, `build.steps`, `build.seed`,
-`build.ppo_steps`) for
-`games`; afterwards the same directory is reused.
+`jaxml.envs.collect.build` (`build.games`, default `games`; `build.policies`, `build.envs`,
+`build.steps`, `build.seed`, `build.ppo_steps`); afterwards the same directory is reused.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def load(data_config) -> Dataset:
     raise ConfigError("episodes source needs a directory: source='episodes:<dir>'")
   build = data_config.get("build") or {}
   if build.get("enabled") and not os.path.exists(os.path.join(root, collect.MANIFEST)):
-    games = list(data_config.get("games") or minatar.GAMES)
+    games = list(build.get("games") or data_config.get("games") or minatar.GAMES)
     seed = int(build.get("seed", 0))
     policies = collect.make_policies(build["policies"], games, seed=seed,
                                      ppo_steps=int(build.get("ppo_steps", 1_000_000)))
@@ -84,9 +85,10 @@ def load(data_config) -> Dataset:
   policies = list(data_config.get("policies") or manifest["policies"])
   context = int(data_config.get("context", 4))
   test_fraction = float(data_config.get("test_fraction", 0.1))
-  if context < 1 or not 0 < test_fraction < 1:
-    raise ConfigError(f"episodes: context={context} must be >= 1 and test_fraction="
-                      f"{test_fraction} in (0, 1)")
+  max_episodes = int(data_config.get("max_episodes", 0))
+  if context < 1 or not 0 < test_fraction < 1 or max_episodes < 0:
+    raise ConfigError(f"episodes: context={context} must be >= 1, test_fraction="
+                      f"{test_fraction} in (0, 1) and max_episodes={max_episodes} >= 0")
   missing = [g for g in games if g not in manifest["games"]] + [
       p for p in policies if p not in manifest["policies"]]
   if missing:
@@ -100,7 +102,7 @@ def load(data_config) -> Dataset:
         ep["return_to_go"] = collect.returns_to_go(ep["reward"])
         ep["game"] = game_index
       cut = len(episodes) - int(round(test_fraction * len(episodes)))
-      train += episodes[:cut]
+      train += episodes[:cut][:max_episodes or None]
       test += episodes[cut:]
   if not train or not test:
     raise ConfigError(f"episodes at {root}: too few episodes for a train and a test split")
