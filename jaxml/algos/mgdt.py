@@ -16,11 +16,22 @@ probability lies in the top `play.top_percentile` percent. Scores per game: mean
 each environment's first episode, normalised so 0 is the dataset's random policy and 1 its
 best episode, and the inter-quartile mean (IQM) of those scores across games.
 
+Two suites. MinAtar (`episodes:` data from `jaxml.envs.collect`): 10x10x10 frames, 6 actions,
+played inside one jitted rollout, scores normalised by the dataset's manifest. Atari
+(`rlu_atari` data): 84x84x4 frames, ALE's 18 actions, played in ale-py around the jitted
+agent (`jaxml.envs.atari.evaluate`), scores human-normalised. In both, a game's actions are
+masked to those it has, in training and in play. `play` takes the numeric settings (κ,
+temperature, top percentile, target return) as traced values: one compilation serves a sweep.
+
+Fine-tuning to a new game is `config.init_from` (the runner's warm start) on a config whose
+`data.games` is that game, e.g. with few episodes (`data.max_episodes`).
+
 Algorithm contract: validate, init_state, make_train_step, make_eval_step, final_metrics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -32,7 +43,7 @@ from flax import nnx
 from jaxml.core import rng
 from jaxml.core.optim import make_optimizer
 from jaxml.core.state import TrainState
-from jaxml.envs import collect, minatar
+from jaxml.envs import atari, collect, minatar
 from jaxml.errors import ConfigError
 from jaxml.models import decision_transformer as dt
 
@@ -48,9 +59,33 @@ def games_of(config) -> list[str]:
   return list(config.data.games)
 
 
+def suite(config) -> str:
+  """Where the games come from: "atari" (RL Unplugged data, ale-py play) or "minatar"."""
+  return "atari" if config.data.source.split(":")[0] == "rlu_atari" else "minatar"
+
+
+def frame_shape(config) -> tuple[int, ...]:
+  if suite(config) == "atari":
+    return atari.FRAME_SHAPE[:2] + (int(config.data.get("frame_stack", atari.STACK)),)
+  return minatar.FRAME_SHAPE
+
+
+def num_actions(config) -> int:
+  return atari.NUM_ACTIONS if suite(config) == "atari" else minatar.NUM_ACTIONS
+
+
 @functools.lru_cache(maxsize=8)
-def _valid_table(games: tuple[str, ...]) -> np.ndarray:
+def _valid_table(kind: str, games: tuple[str, ...]) -> np.ndarray:
+  """bool [games, actions]: the actions each game has (the model is trained masked to them,
+  so play samples only among them too)."""
+  if kind == "atari":
+    from jaxml.data.sources import rlu_atari  # pylint: disable=import-outside-toplevel
+    return rlu_atari.valid_actions(games)
   return minatar.valid_action_table(minatar.make_games(games))
+
+
+def valid_table(config) -> np.ndarray:
+  return _valid_table(suite(config), tuple(games_of(config)))
 
 
 def validate(config, dataset) -> None:
@@ -61,6 +96,13 @@ def validate(config, dataset) -> None:
                       f"{config.model.context}")
   return_bins(config)
   dt.num_patches(dataset.input_shape, config.model.patch_size)
+  if tuple(dataset.input_shape) != frame_shape(config):
+    raise ConfigError(f"the data's frames are {tuple(dataset.input_shape)}, the model's "
+                      f"{frame_shape(config)}")
+  if suite(config) == "atari" and config.play.envs > 0 and frame_shape(config) != \
+      atari.FRAME_SHAPE:
+    raise ConfigError(f"playing Atari needs data.frame_stack={atari.STACK} (the evaluator's "
+                      "frames); set play.envs=0 to train without playing")
   if not 0 < config.play.top_percentile <= 100 or config.play.temperature <= 0:
     raise ConfigError("play.top_percentile must be in (0, 100] and play.temperature > 0")
 
@@ -68,9 +110,9 @@ def validate(config, dataset) -> None:
 def make_model(config, rngs) -> dt.DecisionTransformer:
   m = config.model
   return dt.DecisionTransformer(
-      image_shape=minatar.FRAME_SHAPE, patch_size=m.patch_size, num_actions=minatar.NUM_ACTIONS,
+      image_shape=frame_shape(config), patch_size=m.patch_size, num_actions=num_actions(config),
       num_return_bins=config.returns.num_bins, context=m.context, width=m.width, depth=m.depth,
-      num_heads=m.num_heads, rngs=rngs)
+      num_heads=m.num_heads, single_return_token=m.get("single_return_token", False), rngs=rngs)
 
 
 def init_state(config, dataset, key) -> TrainState:
@@ -117,7 +159,7 @@ def _objective(config, parts):
 def make_train_step(config, dataset):
   del dataset
   tx = make_optimizer(config.optimizer, config.num_steps)
-  table = _valid_table(tuple(games_of(config)))
+  table = valid_table(config)
 
   def train_step(state: TrainState, batch, key):
     del key  # no augmentation or dropout
@@ -138,7 +180,7 @@ def make_train_step(config, dataset):
 
 def make_eval_step(config, dataset):
   del dataset
-  table = _valid_table(tuple(games_of(config)))
+  table = valid_table(config)
 
   def eval_step(state: TrainState, batch):
     parts, correct, count = _losses(config, table, state.model(), batch)
@@ -173,15 +215,55 @@ def sample_action(key, logits, allowed, *, temperature: float = 1.0,
   return jax.random.categorical(key, jnp.where(rank < keep, logits, -jnp.inf))
 
 
-def dt_agent(config, state: TrainState) -> minatar.Agent:
-  """The trained model as an `Agent`: a rolling window of the last `context` steps per env."""
-  bins = return_bins(config)
-  k = config.data.context
-  play = config.play
+KNOBS = ("kappa", "temperature", "top_percentile", "target_return")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlayMode:
+  """What fixes the shape of play's computation (a change recompiles); the numeric settings
+  in `KNOBS` are traced, so sweeping κ or temperature reuses one compiled rollout."""
+  suite: str  # "minatar" or "atari"
+  games: tuple[str, ...]
+  frame_shape: tuple[int, ...]
+  bins: dt.ReturnBins
+  context: int
+  returns: str  # "sample" (κ), "best_of", "fixed" or "none" (behaviour cloning)
+  best_of: int = 0
+
+  @classmethod
+  def of(cls, config) -> "PlayMode":
+    play = config.play
+    if config.objective == "bc":
+      returns = "none"
+    elif play.fixed_return:
+      returns = "fixed"
+    else:
+      returns = "best_of" if play.best_of > 0 else "sample"
+    return cls(suite(config), tuple(games_of(config)), frame_shape(config), return_bins(config),
+               int(config.data.context), returns, int(play.best_of))
+
+
+def knobs(config, **overrides) -> dict[str, jax.Array]:
+  """The traced play settings: config.play's values, with `overrides`."""
+  values = {name: overrides.pop(name, config.play[name]) for name in KNOBS}
+  if overrides:
+    raise ConfigError(f"unknown play settings {sorted(overrides)}; known: {', '.join(KNOBS)}")
+  return {name: jnp.asarray(v, jnp.float32) for name, v in values.items()}
+
+
+def dt_agent(config, state: TrainState, knob_values=None) -> minatar.Agent:
+  """The trained model as an `Agent` playing with config.play's settings (or `knob_values`)."""
+  return agent(PlayMode.of(config), state, knobs(config) if knob_values is None else knob_values)
+
+
+def agent(mode: PlayMode, state: TrainState, knob_values) -> minatar.Agent:
+  """A rolling window of the last `context` steps per env, fed to the model at every step."""
+  bins, k = mode.bins, mode.context
+  table = _valid_table(mode.suite, mode.games)
 
   def init(num_games, envs):
     shape = (num_games, envs, k)
-    return {"frame": jnp.zeros(shape + minatar.FRAME_SHAPE), "return": jnp.zeros(shape, jnp.int32),
+    return {"frame": jnp.zeros(shape + mode.frame_shape), "return": jnp.zeros(shape, jnp.int32),
             "action": jnp.zeros(shape, jnp.int32), "reward": jnp.zeros(shape, jnp.int32),
             "t": jnp.zeros((num_games, envs), jnp.int32)}
 
@@ -201,16 +283,19 @@ def dt_agent(config, state: TrainState) -> minatar.Agent:
     at = jax.nn.one_hot(slot, k, dtype=bool)  # [G, E, k]
     window["frame"] = jnp.where(at[..., None, None, None], frames[:, :, None], window["frame"])
     pick = lambda x: jnp.take_along_axis(x, slot[:, :, None, None], axis=2)[:, :, 0]
-    if config.objective == "bc":
+    if mode.returns == "none":
       target = jnp.zeros_like(carry["t"])
-    elif play.fixed_return:
-      target = jnp.broadcast_to(bins.encode(play.target_return), carry["t"].shape)
+    elif mode.returns == "fixed":
+      target = jnp.broadcast_to(bins.encode(knob_values["target_return"]), carry["t"].shape)
     else:
       target = sample_return(return_key, pick(model_logits(window)["return"]), bins,
-                             kappa=play.kappa, best_of=play.best_of)
+                             kappa=knob_values["kappa"],
+                             best_of=mode.best_of if mode.returns == "best_of" else 0)
     window["return"] = jnp.where(at, target[..., None], window["return"])
+    valid = valid & jnp.asarray(table)[:, None, :]  # ALE allows all 18 actions; the model not
     action = sample_action(action_key, pick(model_logits(window)["action"]), valid,
-                           temperature=play.temperature, top_percentile=play.top_percentile)
+                           temperature=knob_values["temperature"],
+                           top_percentile=knob_values["top_percentile"])
     window["action"] = jnp.where(at, action[..., None], window["action"])
     return action, {**window, "t": carry["t"], "slot": slot}
 
@@ -245,17 +330,70 @@ def normalised_scores(returns: dict[str, float], manifest: dict) -> dict[str, fl
 def iqm(values) -> float:
   """Mean of the middle 50% (inclusive of partial ranks by trimming 25% each side)."""
   values = np.sort(np.asarray(list(values), np.float64))
+  if not len(values):
+    return float("nan")
   cut = int(np.floor(0.25 * len(values)))
   middle = values[cut:len(values) - cut] if len(values) > 2 * cut else values
   return float(np.mean(middle))
 
 
-def play(config, state: TrainState, key, *, envs: int, steps: int) -> dict[str, np.ndarray]:
-  """First-episode returns [G, E] of the trained agent in every game (jitted rollout)."""
-  games = minatar.make_games(games_of(config))
-  rollout = jax.jit(lambda state, key: minatar.rollout(
-      games, dt_agent(config, state), key, envs_per_game=envs, num_steps=steps))
-  return jax.device_get(rollout(state, key))
+@functools.lru_cache(maxsize=16)
+def player(mode: PlayMode, envs: int, steps: int, record: bool = False):
+  """Jitted (state, key, knobs) -> rollout result of `envs` envs per game for `steps` steps;
+  one compilation per (mode, sizes), whatever the knobs and weights."""
+  games = minatar.make_games(mode.games)
+  return jax.jit(lambda state, key, knob_values: minatar.rollout(
+      games, agent(mode, state, knob_values), key, envs_per_game=envs, num_steps=steps,
+      record=record))
+
+
+def play(config, state: TrainState, key, *, envs: int, steps: int, record: bool = False,
+         **overrides) -> dict[str, np.ndarray]:
+  """First-episode returns [G, E] of the trained agent in every game, with config.play's
+  settings or `overrides` of the `KNOBS` (e.g. kappa=10): MinAtar in one jitted rollout,
+  Atari in ale-py's Python loop around the jitted agent."""
+  mode = PlayMode.of(config)
+  if mode.suite == "atari":
+    if record:
+      raise ConfigError("recording trajectories is MinAtar-only")
+    return atari.evaluate(agent(mode, state, knobs(config, **overrides)), mode.games,
+                          envs_per_game=envs, max_steps=steps, key=key, seed=config.seed)
+  run = player(mode, envs, steps, record)
+  return jax.device_get(run(state, key, knobs(config, **overrides)))
+
+
+def scores(config, result) -> dict[str, float]:
+  """Per-game mean first-episode return and normalised score, and their IQM, of `play`'s
+  result (see the module docstring)."""
+  first = result["first_return"]
+  returns = {g: float(np.nanmean(first[i])) if np.isfinite(first[i]).any() else float("nan")
+             for i, g in enumerate(games_of(config))}
+  if suite(config) == "atari":  # human-normalised, as in the MGDT paper
+    normalised = {g: float(atari.human_normalised(g, v)) for g, v in returns.items()}
+  else:  # between the dataset's random policy and its best episode
+    normalised = normalised_scores(returns, collect.read_manifest(
+        config.data.source.partition(":")[2]))
+  out = {f"play/{g}/return": v for g, v in returns.items()}
+  out.update({f"play/{g}/normalised": v for g, v in normalised.items()})
+  out["play/finished_fraction"] = float(np.isfinite(first).mean())
+  out["play/iqm_normalised"] = iqm(v for v in normalised.values() if np.isfinite(v))
+  return out
+
+
+def action_attention(config, state: TrainState, window) -> np.ndarray:
+  """[depth, heads, rows, cols]: how much the token that reads the action of a window's last
+  step (its return token) attends to each patch of that step's frame. `window` holds one
+  window's frame [K, H, W, C], return bins, action and reward classes [K]."""
+  model = state.model()
+  steps = window["action"].shape[0]
+  weights = model.attention_weights(*(jnp.asarray(window[k])[None] for k in
+                                      ("frame", "return", "action", "reward")))
+  per_step = model.patches + 3
+  query = (steps - 1) * per_step + dt.token_indices(model.patches)["return"]
+  keys = slice((steps - 1) * per_step, (steps - 1) * per_step + model.patches)
+  rows = window["frame"].shape[1] // model.patch_size
+  maps = weights[:, 0, :, query, keys]
+  return np.asarray(maps.reshape(maps.shape[:2] + (rows, -1)))
 
 
 def final_metrics(config, dataset, state: TrainState) -> dict[str, float]:
@@ -263,15 +401,5 @@ def final_metrics(config, dataset, state: TrainState) -> dict[str, float]:
   del dataset
   if config.play.envs <= 0:
     return {}
-  result = play(config, state, rng.stream(jax.random.key(config.seed), "play"),
-                envs=config.play.envs, steps=config.play.steps)
-  first = result["first_return"]
-  returns = {g: float(np.nanmean(first[i])) if np.isfinite(first[i]).any() else float("nan")
-             for i, g in enumerate(games_of(config))}
-  manifest = collect.read_manifest(config.data.source.partition(":")[2])
-  scores = normalised_scores(returns, manifest)
-  out = {f"play/{g}/return": v for g, v in returns.items()}
-  out.update({f"play/{g}/normalised": v for g, v in scores.items()})
-  out["play/finished_fraction"] = float(np.isfinite(first).mean())
-  out["play/iqm_normalised"] = iqm(v for v in scores.values() if np.isfinite(v))
-  return out
+  return scores(config, play(config, state, rng.stream(jax.random.key(config.seed), "play"),
+                             envs=config.play.envs, steps=config.play.steps))

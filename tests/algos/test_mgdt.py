@@ -2,6 +2,7 @@
 
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,7 +62,11 @@ def trained(tmp_path_factory):
   config = mgdt_config.get_config("smoke")
   config.progress = False
   workdir = tmp_path_factory.mktemp("mgdt")
-  summary = runner.run(config, str(workdir))
+  with pytest.MonkeyPatch.context() as patch:  # the train and eval steps compile once
+    for name in ("make_train_step", "make_eval_step"):
+      make = getattr(mgdt, name)
+      patch.setattr(mgdt, name, lambda *a, make=make: chex.assert_max_traces(make(*a), n=1))
+    summary = runner.run(config, str(workdir))
   return config, summary, workdir
 
 
@@ -106,3 +111,81 @@ def test_agent_window_equals_the_model_on_the_explicit_history(trained):
         assert actions[-1] == best, (g, e, t)
         if traj["done"][t, g, e]:
           start = t + 1
+
+
+def test_play_compiles_once_across_knobs_and_matches_final_metrics(trained, monkeypatch):
+  config, summary, workdir = trained
+  _, _, state = runner.load_trained(str(workdir))
+  make_agent = mgdt.agent
+  monkeypatch.setattr(mgdt, "agent", lambda *a: make_agent(*a)._replace(
+      act=chex.assert_max_traces(make_agent(*a).act, n=1)))
+  mgdt.player.cache_clear()
+  key = mgdt.rng.stream(jax.random.key(config.seed), "play")
+  runs = {kappa: mgdt.play(config, state, key, envs=config.play.envs, steps=config.play.steps,
+                           kappa=kappa) for kappa in (config.play.kappa, 0.0, 10.0)}
+  mgdt.player.cache_clear()
+  # The κ the run was configured with reproduces the scores the runner reported.
+  again = mgdt.scores(config, runs[config.play.kappa])
+  assert again["play/iqm_normalised"] == pytest.approx(summary["play/iqm_normalised"])
+  with pytest.raises(mgdt.ConfigError, match="unknown play settings"):
+    mgdt.knobs(config, kapa=1.0)
+
+
+def test_action_attention_map_covers_the_frame(trained):
+  config, _, workdir = trained
+  _, dataset, state = runner.load_trained(str(workdir))
+  window = {k: v[0] for k, v in dataset.test.read(np.arange(1)).items()}
+  window["return"] = mgdt.return_bins(config).encode(window["return_to_go"])
+  window["reward"] = dt.encode_reward(window["reward"], window["done"])
+  maps = mgdt.action_attention(config, state, window)
+  rows = minatar.FRAME_SHAPE[0] // config.model.patch_size
+  assert maps.shape == (config.model.depth, config.model.num_heads, rows, rows)
+  # Attention over the last frame's patches is part of a distribution over all tokens.
+  assert np.all(maps >= 0) and np.all(maps.sum((-2, -1)) <= 1 + 1e-5)
+  assert maps.sum() > 0
+
+
+def test_fine_tuning_starts_from_the_multi_game_weights(trained, tmp_path):
+  _, _, workdir = trained
+  _, _, pretrained = runner.load_trained(str(workdir))
+  config = mgdt_config.get_config("smoke,heldout=seaquest")
+  config.progress = False
+  config.play.envs = 0
+  config.init_from = str(workdir)
+  config.optimizer.learning_rate = 0.0  # nothing moves: the run ends where it started
+  runner.run(config, str(tmp_path / "ft"))
+  _, dataset, tuned = runner.load_trained(str(tmp_path / "ft"))
+  assert int(tuned.step) == config.num_steps
+  chex.assert_trees_all_equal(tuned.params, pretrained.params)
+  assert dataset.train.episodes and all(ep["game"] == 0 for ep in dataset.train.episodes)
+  # A model of another shape is refused by name, before training.
+  config.model.width = 48
+  with pytest.raises(mgdt.ConfigError, match="init_from=.*does not match.*differ"):
+    runner.run(config, str(tmp_path / "mismatch"))
+
+
+@pytest.fixture(scope="module")
+def rlu_data_dir(tmp_path_factory):
+  from tests.data import test_rlu_atari  # pylint: disable=import-outside-toplevel
+  return test_rlu_atari.prepare_fake(str(tmp_path_factory.mktemp("tfds")))
+
+
+def test_atari_trains_on_rl_unplugged_and_plays_pong_in_ale(rlu_data_dir, tmp_path):
+  pytest.importorskip("ale_py")
+  config = mgdt_config.get_config("atari,smoke,games=Pong+Breakout")
+  config.data.update(data_dir=rlu_data_dir, test_fraction=0.4)
+  config.progress = False
+  summary = runner.run(config, str(tmp_path))
+  assert mgdt.frame_shape(config) == (84, 84, 4)
+  pong = summary["play/Pong/return"]
+  assert -21 <= pong <= 21 or np.isnan(pong)  # 20 steps rarely finish a game of Pong
+  assert np.isnan(summary["play/Breakout/return"]) or summary["play/Breakout/return"] >= 0
+  # The agent never plays an action the game lacks (trained masked to the minimal set).
+  _, _, state = runner.load_trained(str(tmp_path))
+  table = mgdt.valid_table(config)
+  mode = mgdt.PlayMode.of(config)
+  agent = mgdt.agent(mode, state, mgdt.knobs(config))
+  carry = agent.init(2, 3)
+  frames = jnp.zeros((2, 3) + mgdt.frame_shape(config))
+  actions, _ = jax.jit(agent.act)(carry, frames, jnp.ones((2, 3, 18), bool), jax.random.key(0))
+  assert all(table[g, a] for g in range(2) for a in np.asarray(actions[g]))

@@ -54,13 +54,17 @@ class FakeRluAtari(tfds_rlu_atari.RluAtari, skip_registration=True):
                            "episode_return": 0.0}
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
+def prepare_fake(data_dir: str) -> str:
+  """Writes the fake `rlu_atari` of every game in GAMES under `data_dir` (TFDS layout)."""
   for game in GAMES:
     FakeRluAtari(config=f"{game}_run_1", data_dir=data_dir,
                  file_format="array_record").download_and_prepare()
   return data_dir
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return prepare_fake(str(tmp_path_factory.mktemp("tfds")))
 
 
 def config(data_dir, source="rlu_atari", **fields):
