@@ -23,6 +23,8 @@ def aggregate(rows: Iterable[Mapping], *, key: str, x: str, value: str
 
 
 def _format_x(value) -> str:
+  if isinstance(value, str):
+    return value
   return "∞" if isinstance(value, float) and math.isinf(value) else f"{value:g}"
 
 
@@ -31,7 +33,8 @@ def markdown_table(stats: Mapping[tuple, tuple[float, float, int]], methods: Seq
                    digits: int = 1) -> str:
   """Methods as rows, x values as columns, cells "mean ± std" (times `scale`), best mean of
   each column in bold; a cell with no rows is "—"."""
-  header = "| method | " + " | ".join(f"{x_name} = {_format_x(x)}" for x in xs) + " |"
+  header = "| method | " + " | ".join(
+      f"{x_name} = {_format_x(x)}" if x_name else _format_x(x) for x in xs) + " |"
   lines = [header, "|---" * (len(xs) + 1) + "|"]
   best = {x: max((stats[(m, x)][0] for m in methods if (m, x) in stats), default=None)
           for x in xs}

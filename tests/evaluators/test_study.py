@@ -30,6 +30,15 @@ def test_table_bolds_the_best_and_marks_missing_cells():
   assert lines[3] == "| b | **90.0** | — |"
 
 
+def test_table_with_named_columns():
+  rows = [{"method": "dt", "game": "pong", "score": 0.5}, {"method": "bc", "game": "pong",
+                                                          "score": 0.25}]
+  stats = study.aggregate(rows, key="method", x="game", value="score")
+  table = study.markdown_table(stats, ["dt", "bc"], ["pong"], x_name="")
+  assert table.splitlines()[0] == "| method | pong |"
+  assert "| dt | **50.0** |" in table and "| bc | 25.0 |" in table
+
+
 def test_plot_writes_a_png(tmp_path):
   stats = study.aggregate(_rows(), key="m", x="eps", value="acc")
   out = study.plot_vs_x(stats, ["a", "b"], [1.0, math.inf], str(tmp_path / "p.png"),
