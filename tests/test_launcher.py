@@ -51,6 +51,7 @@ BAD_INPUTS = [
     (["--config.model.num_classes=5"], "labels out of range"),
     (["--config.batch_size=12"], "batch_size=12 is not divisible by the device count (8)"),
     (["--config.nonfinite=ignore"], "nonfinite='ignore'"),
+    (["--config.init_from=/no/such/run"], "init_from=/no/such/run: not a jaxml workdir"),
     (["--config.model.name=no_such_model"], "no_such_model"),
     (["--coordinator_address=127.0.0.1:1"], "cannot join the multi-host run"),
     (["--config.dp.enabled=True", "--config.dp.l2_clip=0"], "dp.l2_clip=0.0 must be > 0"),
