@@ -89,6 +89,9 @@ def get_config(arg=None):
       "steps": 2600,  # steps per environment (Freeway's episodes last 2500); returns are of
       # each env's first episode
       "kappa": 3.0,  # optimality bias of the return sampling (0: the model's distribution)
+      # κ tilts by the return normalised over each game's dataset range ("game") or over
+      # the return bins' one range ("global", the paper's; Atari only has this one)
+      "kappa_scale": "game",
       "best_of": 0,  # > 0: the best of N return samples instead of κ
       "fixed_return": False,  # True: always ask for `target_return`
       "target_return": 20.0,
@@ -118,7 +121,7 @@ def get_config(arg=None):
     c.batch_size = 256
     c.num_steps = 100_000
     c.optimizer.warmup_steps = 2000
-    c.play.update({"envs": 8, "steps": 27_000})
+    c.play.update({"envs": 8, "steps": 27_000, "kappa_scale": "global"})
 
   if opts.smoke and opts.atari:
     c.model.update({"width": 32, "depth": 1, "num_heads": 2})

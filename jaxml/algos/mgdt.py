@@ -103,6 +103,10 @@ def validate(config, dataset) -> None:
       atari.FRAME_SHAPE:
     raise ConfigError(f"playing Atari needs data.frame_stack={atari.STACK} (the evaluator's "
                       "frames); set play.envs=0 to train without playing")
+  if config.play.get("kappa_scale", "global") not in ("global", "game") or (
+      config.play.get("kappa_scale") == "game" and suite(config) != "minatar"):
+    raise ConfigError(f"play.kappa_scale={config.play.get('kappa_scale')!r}: 'global', or "
+                      "'game' (MinAtar: each game's dataset return range)")
   if not 0 < config.play.top_percentile <= 100 or config.play.temperature <= 0:
     raise ConfigError("play.top_percentile must be in (0, 100] and play.temperature > 0")
 
@@ -194,13 +198,18 @@ def make_eval_step(config, dataset):
 # Play.
 
 
-def sample_return(key, logits, bins: dt.ReturnBins, *, kappa: float = 0.0, best_of: int = 0):
+def sample_return(key, logits, bins: dt.ReturnBins, *, kappa: float = 0.0, best_of: int = 0,
+                  low=None, high=None):
   """Return bins [...] drawn from softmax(logits) · exp(κ · normalised R), or the best of
-  `best_of` draws from softmax(logits) when best_of > 0."""
+  `best_of` draws from softmax(logits) when best_of > 0. R is normalised as
+  (R - low) / (high - low) with the bins' range by default; `low`/`high` broadcast against
+  logits[..., :1] (e.g. one range per game)."""
   if best_of > 0:
     draws = jax.random.categorical(key, logits, shape=(best_of,) + logits.shape[:-1])
     return jnp.max(draws, axis=0)  # bins are ordered by return
-  normalised = (jnp.arange(bins.num_bins) + 0.5) / bins.num_bins
+  low = bins.low if low is None else low
+  high = bins.high if high is None else high
+  normalised = (bins.decode(jnp.arange(bins.num_bins)) - low) / (high - low)
   return jax.random.categorical(key, logits + kappa * normalised)
 
 
@@ -229,6 +238,8 @@ class PlayMode:
   context: int
   returns: str  # "sample" (κ), "best_of", "fixed" or "none" (behaviour cloning)
   best_of: int = 0
+  # (low, high) per game that κ normalises returns by; () = the return bins' range.
+  return_ranges: tuple[tuple[float, float], ...] = ()
 
   @classmethod
   def of(cls, config) -> "PlayMode":
@@ -240,7 +251,24 @@ class PlayMode:
     else:
       returns = "best_of" if play.best_of > 0 else "sample"
     return cls(suite(config), tuple(games_of(config)), frame_shape(config), return_bins(config),
-               int(config.data.context), returns, int(play.best_of))
+               int(config.data.context), returns, int(play.best_of), return_ranges(config))
+
+
+def return_ranges(config) -> tuple[tuple[float, float], ...]:
+  """Per game, the range of episode returns in the MinAtar dataset (`play.kappa_scale` =
+  "game"), or () for the return bins' one range ("global"). Games' scores differ by 10x
+  (Breakout's best episode returns 36, Space Invaders' 161), so with one range κ would barely
+  tilt the low-scoring games' returns."""
+  if config.play.get("kappa_scale", "global") == "global":
+    return ()
+  stats = collect.read_manifest(config.data.source.partition(":")[2])["per_game"]
+  ranges = []
+  for game in games_of(config):
+    lows = [s["min_return"] for s in stats[game].values() if s["min_return"] is not None]
+    highs = [s["max_return"] for s in stats[game].values() if s["max_return"] is not None]
+    low, high = min(lows, default=0.0), max(highs, default=1.0)
+    ranges.append((float(low), float(max(high, low + 1.0))))
+  return tuple(ranges)
 
 
 def knobs(config, **overrides) -> dict[str, jax.Array]:
@@ -260,6 +288,10 @@ def agent(mode: PlayMode, state: TrainState, knob_values) -> minatar.Agent:
   """A rolling window of the last `context` steps per env, fed to the model at every step."""
   bins, k = mode.bins, mode.context
   table = _valid_table(mode.suite, mode.games)
+  range_arrays = {}
+  if mode.return_ranges:  # [G, 1, 1]: against return logits [G, E, bins]
+    low, high = np.asarray(mode.return_ranges, np.float32).T
+    range_arrays = {"low": low[:, None, None], "high": high[:, None, None]}
 
   def init(num_games, envs):
     shape = (num_games, envs, k)
@@ -290,7 +322,8 @@ def agent(mode: PlayMode, state: TrainState, knob_values) -> minatar.Agent:
     else:
       target = sample_return(return_key, pick(model_logits(window)["return"]), bins,
                              kappa=knob_values["kappa"],
-                             best_of=mode.best_of if mode.returns == "best_of" else 0)
+                             best_of=mode.best_of if mode.returns == "best_of" else 0,
+                             **range_arrays)
     window["return"] = jnp.where(at, target[..., None], window["return"])
     valid = valid & jnp.asarray(table)[:, None, :]  # ALE allows all 18 actions; the model not
     action = sample_action(action_key, pick(model_logits(window)["action"]), valid,

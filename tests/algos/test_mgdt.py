@@ -189,3 +189,19 @@ def test_atari_trains_on_rl_unplugged_and_plays_pong_in_ale(rlu_data_dir, tmp_pa
   frames = jnp.zeros((2, 3) + mgdt.frame_shape(config))
   actions, _ = jax.jit(agent.act)(carry, frames, jnp.ones((2, 3, 18), bool), jax.random.key(0))
   assert all(table[g, a] for g in range(2) for a in np.asarray(actions[g]))
+
+
+def test_kappa_normalises_by_each_games_return_range():
+  """With a game's range [0, 2] instead of the bins' [0, 10], κ tilts 5x as hard:
+  exp(κ · R / 2) is exp(5κ · R / 10)."""
+  keys = jax.random.split(jax.random.key(3), 20000)
+  draw = lambda **kw: np.asarray(jax.vmap(
+      lambda k: mgdt.sample_return(k, LOGITS, BINS, **kw))(keys))
+  narrow = draw(kappa=2.0, low=0.0, high=2.0)
+  wide = draw(kappa=10.0)
+  assert abs(narrow.mean() - wide.mean()) < 0.1
+  both = np.asarray(jax.vmap(lambda k: mgdt.sample_return(
+      k, jnp.stack([LOGITS, LOGITS]), BINS, kappa=2.0,
+      low=jnp.zeros((2, 1)), high=jnp.array([[2.0], [10.0]])))(keys))
+  assert both[:, 0].mean() == pytest.approx(narrow.mean(), abs=0.1)
+  assert both[:, 1].mean() < both[:, 0].mean() - 1.0
