@@ -63,9 +63,9 @@ class Plays:
   """Rows {study, method, seed, run, game, return, normalised} in OUT/plays.jsonl; a play
   whose (study, method, seed, run) is there already is not repeated."""
 
-  def __init__(self, out: str, envs: int, steps: int | None):
+  def __init__(self, out: str, envs: int, steps: int | None, kappa_scale: str):
     self.path = os.path.join(out, "plays.jsonl")
-    self.envs, self.steps = envs, steps
+    self.envs, self.steps, self.kappa_scale = envs, steps, kappa_scale
     self.rows = []
     if os.path.exists(self.path):
       with open(self.path, encoding="utf-8") as f:
@@ -80,6 +80,7 @@ class Plays:
       return done
     config, _, state = runner.load_trained(workdir)
     config.play.update(best_of=best_of, fixed_return=fixed_return)
+    config.play.kappa_scale = self.kappa_scale  # also for runs saved before the option
     key = rng.stream(jax.random.key(seed), "study-play")
     started = time.time()
     result = mgdt.play(config, state, key, envs=self.envs,
@@ -173,6 +174,7 @@ def main(argv=None):
   parser.add_argument("--envs", type=int, default=16, help="environments per game per play")
   parser.add_argument("--steps", type=int, default=0, help="play steps (0: the config's)")
   parser.add_argument("--best_of", type=int, default=16)
+  parser.add_argument("--kappa_scale", default="game", choices=("game", "global"))
   parser.add_argument("--target_return", type=float, default=20.0)
   parser.add_argument("--studies", default="returns,specialists,finetune,sizes,attention")
   parser.add_argument("--smoke", action="store_true", help="smoke-size runs (seconds each)")
@@ -180,12 +182,13 @@ def main(argv=None):
   seeds = [int(s) for s in args.seeds.split(",")]
   studies = args.studies.split(",")
   out, smoke = args.out, args.smoke
-  plays = Plays(out, args.envs, args.steps or None)
+  plays = Plays(out, args.envs, args.steps or None, args.kappa_scale)
   artifacts = os.path.join(out, "artifacts")
   os.makedirs(artifacts, exist_ok=True)
   games = list(mgdt_config.get_config("smoke" if smoke else None).data.games)
   report = [f"machine: {os.cpu_count()} CPU cores, {jax.devices()[0].platform}; jax "
-            f"{jax.__version__}; seeds {seeds}; {args.envs} envs per game"
+            f"{jax.__version__}; seeds {seeds}; {args.envs} envs per game; κ normalised per "
+            f"{args.kappa_scale}"
             + (" (smoke)" if smoke else "")]
   multi = {s: train(out, f"dt-seed{s}", f"seed={s}", smoke) for s in seeds}
 
