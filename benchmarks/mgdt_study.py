@@ -35,6 +35,7 @@ from experiments import mgdt as mgdt_config
 from jaxml import runner
 from jaxml.algos import mgdt
 from jaxml.core import rng
+from jaxml.core.metrics import read_metrics
 from jaxml.evaluators import study
 
 KAPPAS = (0.0, 3.0, 10.0)
@@ -106,14 +107,8 @@ class Plays:
 
 
 def eval_curve(workdir: str) -> tuple[list[int], list[float]]:
-  steps, losses = [], []
-  with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-    for line in f:
-      row = json.loads(line)
-      if "eval/loss" in row:
-        steps.append(row["step"])
-        losses.append(row["eval/loss"])
-  return steps, losses
+  rows = [r for r in read_metrics(os.path.join(workdir, "metrics.jsonl")) if "eval/loss" in r]
+  return [r["step"] for r in rows], [r["eval/loss"] for r in rows]
 
 
 def attention_png(workdir: str, path: str) -> str:

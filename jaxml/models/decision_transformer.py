@@ -19,7 +19,7 @@ Action logits of actions a game does not have are masked out (`action_mask`, per
 `single_return_token=True` conditions a window on its first return only, as the released
 MGDT model does: the return tokens of later steps carry no embedding (only their positions)
 and no token attends to them, so p(a_t | ·) depends on R_0 and the history but not on
-R_1..R_t. Their slots stay in the sequence, so the action and reward heads read at the same
+R_1..R_t. Their token slots stay in the sequence, so the action and reward heads read at the same
 places in both modes.
 This file holds the model and its token layout; training, return sampling and rollouts
 live in the algorithm.
@@ -165,7 +165,7 @@ class DecisionTransformer(nnx.Module):
       raise ValueError(f"{steps} steps exceed the model's context of {self.context}")
     patches = self.patch_embed(patchify(frames, self.patch_size)) + self.patch_position[...]
     return_tokens = self.return_embed(returns)
-    if self.single_return_token:  # later returns are placeholders: position only
+    if self.single_return_token:  # later return slots carry their position only
       return_tokens = return_tokens * (jnp.arange(steps) == 0)[None, :, None]
     singles = jnp.stack([return_tokens, self.action_embed(actions),
                          self.reward_embed(rewards)], axis=2)  # [B, L, 3, width]
