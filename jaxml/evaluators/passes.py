@@ -11,14 +11,19 @@ from jaxml.evaluators import linear_probe as probe_lib
 
 
 def evaluate(steps, state, split, mesh, batch_size: int) -> dict[str, float]:
-  """Means of the eval step's per-batch sums over the split, divided by its `count`."""
+  """Means of the eval step's per-batch sums over the split, divided by its `count`; a metric
+  `name` with a sum `count/name` of its own (e.g. an accuracy over transitions rather than
+  examples) is divided by that instead."""
   totals = None
   for batch in eval_batches(split, mesh, batch_size):
     sums = steps.eval(state, batch)
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
   totals = {k: float(v) for k, v in jax.device_get(totals).items()}
   count = totals.pop("count")
-  return {k: v / count for k, v in totals.items()}
+  counts = {k.removeprefix("count/"): totals.pop(k) for k in list(totals)
+            if k.startswith("count/")}
+  return {k: v / max(counts.get(k, count), 1e-12) if k in counts else v / count
+          for k, v in totals.items()}
 
 
 def collect_features(steps, state, split, mesh, batch_size: int):

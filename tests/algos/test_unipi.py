@@ -1,0 +1,186 @@
+"""UniPi: conditioning plumbing, the closed-loop controller, and a smoke run through the runner."""
+
+import json
+import types
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import unipi as unipi_config
+from jaxml import runner
+from jaxml.algos import unipi
+from jaxml.data.sources import babyai as babyai_source
+from jaxml.envs import babyai, closed_loop
+from jaxml.models import diffusion
+
+pytest.importorskip("minigrid")
+
+
+def _oracle_net(prediction, channels):
+  """A denoiser whose data is the first `channels` channels of its conditioning: DDIM with it
+  lands exactly there, so a generated frame equals that conditioning frame only if the
+  conditioning reached every denoising call."""
+
+  def net(z, cond, t, *text, train=False):
+    del text, train
+    x0 = cond[..., :channels]
+    alpha, sigma = diffusion.cosine_schedule(t)
+    alpha, sigma = alpha[:, None, None, None, None], sigma[:, None, None, None, None]
+    eps = (z - alpha * x0) / sigma
+    return eps if prediction == "eps" else alpha * eps - sigma * x0
+
+  return net
+
+
+def _fake_text(tokens, drop=None):
+  pooled = jnp.ones((tokens.shape[0], 4)) if drop is None else jnp.zeros((tokens.shape[0], 4))
+  return pooled[:, None, :].repeat(tokens.shape[1], 1), pooled, tokens > 0
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps"])
+def test_the_first_frame_reaches_every_denoising_call(prediction):
+  config = unipi_config.get_config("smoke")
+  config.plan.update(prediction=prediction, sample_steps=5, guidance=3.0)
+  model = types.SimpleNamespace(text=_fake_text, planner=_oracle_net(prediction, 3),
+                                superres=_oracle_net(prediction, 3))
+  first = jax.random.uniform(jax.random.key(0), (2, 24, 24, 3), minval=-1, maxval=1)
+  tokens = jnp.asarray(babyai.tokenize(["go to the red ball", "go to a box"]))
+  video = unipi.generate(config, model, first, tokens, jax.random.key(1), 3.0)
+  assert video.shape == (2, config.data.horizon + 1, 24, 24, 3)
+  # Keyframes from the planner and every frame from super-resolution equal the observed one.
+  np.testing.assert_allclose(video, jnp.repeat(first[:, None], video.shape[1], 1), atol=2e-3)
+
+
+def test_superres_condition_brackets_each_frame_with_its_keyframes():
+  keys = jnp.arange(4.0)[None, :, None, None, None] * jnp.ones((1, 4, 2, 2, 3))  # key k = k
+  cond = unipi.superres_condition(keys, stride=2)  # 3 keyframes after the observed one
+  assert cond.shape == (1, 6, 2, 2, 6)
+  np.testing.assert_array_equal(cond[0, :, 0, 0, 0], [0, 0, 1, 1, 2, 2])  # before
+  np.testing.assert_array_equal(cond[0, :, 0, 0, 3], [1, 1, 2, 2, 3, 3])  # after
+
+
+def test_keyframes_are_every_stride_th_frame_or_all_without_hierarchy():
+  config = unipi_config.get_config("smoke")
+  np.testing.assert_array_equal(unipi.keyframe_indices(config), [2, 4, 6, 8])
+  config = unipi_config.get_config("smoke,flat")
+  np.testing.assert_array_equal(unipi.keyframe_indices(config), np.arange(1, 9))
+
+
+def test_consistency_error_on_static_pixels():
+  real = np.zeros((1, 3, 2, 2, 3), np.float32)
+  real[0, 1:, 0, 0] = 1.0  # one pixel moves; the other three are static
+  static = unipi.static_pixels(real)
+  np.testing.assert_array_equal(static[0], [[False, True], [True, True]])
+  plans = real.copy()
+  assert unipi.consistency_error(plans, real, static) == 0.0
+  plans[:, 1:, 1, 1] = 0.5  # a static pixel drifts by 0.5 in both generated frames
+  assert unipi.consistency_error(plans, real, static) == pytest.approx(0.5 / 3)
+
+
+def test_closed_loop_replays_the_bot_to_success():
+  """The controller with a policy that plays the demonstrations' recorded actions (fed back
+  `replan_every` at a time) succeeds on every episode in the recorded number of steps."""
+  demos = babyai.demonstrations("goto", 3, seed=10_000, want="seen")
+  envs = closed_loop.start_episodes("goto", 3, want="seen", seed=10_000, tile=4, max_steps=30)
+  assert [e.mission for e in envs] == [d["mission"] for d in demos]
+  calls = []
+
+  def act(frames, tokens, key):
+    del key
+    t = len(calls) * 2
+    calls.append(frames.copy())
+    for i, demo in enumerate(demos):  # the controller shows what the env shows
+      if t < len(demo["actions"]):
+        np.testing.assert_array_equal(frames[i], demo["frames"][t])
+    return np.stack([np.pad(d["actions"], (0, 64))[t:t + 2] for d in demos]), None
+
+  result = closed_loop.run_episodes(act, "goto", episodes=3, want="seen", seed=10_000,
+                                    max_steps=30, replan_every=2, key=jax.random.key(0),
+                                    record=1)
+  assert result.success.all()
+  np.testing.assert_array_equal(result.steps, [len(d["actions"]) for d in demos])
+  assert result.mean_steps == pytest.approx(np.mean([len(d["actions"]) for d in demos]))
+  np.testing.assert_array_equal(result.recorded[0]["frames"], demos[0]["frames"])
+  assert len(calls) == (max(len(d["actions"]) for d in demos) + 1) // 2
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  config = unipi_config.get_config("smoke")
+  config.progress = False
+  workdir = tmp_path_factory.mktemp("unipi")
+  with pytest.MonkeyPatch.context() as patch:  # the train and eval steps compile once
+    for name in ("make_train_step", "make_eval_step"):
+      make = getattr(unipi, name)
+      patch.setattr(unipi, name, lambda *a, make=make: chex.assert_max_traces(make(*a), n=1))
+    summary = runner.run(config, str(workdir))
+  return config, summary, workdir
+
+
+def test_smoke_run_trains_and_controls_in_the_real_environment(trained):
+  config, summary, workdir = trained
+  rows = [json.loads(l) for l in open(workdir / "metrics.jsonl") if "train/loss" in l]
+  assert rows[-1]["train/planner_loss"] < rows[0]["train/planner_loss"]
+  for want in ("seen", "heldout"):
+    assert 0 <= summary[f"control/{want}/goto/success"] <= 1
+  assert 0 < summary["plan/consistency_error"] < 1
+  assert 0 < summary["eval/inverse_accuracy"] <= 1
+
+
+def test_inverse_dynamics_beats_chance_on_heldout_frame_pairs(trained):
+  config, _, workdir = trained
+  _, _, state = runner.load_trained(str(workdir))
+  split = babyai_source.heldout_split(config.data)
+  batch = split.read(np.arange(len(split)))
+  logits = unipi.inverse_logits(unipi.ema_model(state), unipi.to_signed(
+      jnp.asarray(batch["video"])))
+  real = batch["action_mask"] > 0
+  accuracy = np.mean(np.asarray(jnp.argmax(logits, -1))[real] == batch["actions"][real])
+  majority = np.max(np.bincount(batch["actions"][real])) / real.sum()
+  assert accuracy > majority, (accuracy, majority)
+
+
+def test_sampling_compiles_once_across_guidance_weights(trained, monkeypatch):
+  config, summary, workdir = trained
+  _, dataset, state = runner.load_trained(str(workdir))
+  unipi._policy.cache_clear()  # pylint: disable=protected-access
+  make_plan = unipi.plan_actions
+  monkeypatch.setattr(unipi, "plan_actions", chex.assert_max_traces(make_plan, n=1))
+  key = jax.random.key(3)
+  errors = [unipi.frame_consistency(config, state, dataset.test, key, count=4, guidance=w)
+            for w in (0.0, 1.0, 3.0)]
+  assert len(set(errors)) > 1  # the guidance weight changes the plans
+  # The configured weight with the run's key reproduces the runner's measure.
+  again = unipi.frame_consistency(config, state, dataset.test,
+                                  unipi.rng.stream(unipi.rng.stream(
+                                      jax.random.key(config.seed), "control"), "consistency"),
+                                  count=config.control.consistency_windows)
+  unipi._policy.cache_clear()  # pylint: disable=protected-access
+  assert again == pytest.approx(summary["plan/consistency_error"], rel=1e-5)
+
+
+def test_behaviour_cloning_baseline_trains_and_acts(tmp_path):
+  config = unipi_config.get_config("smoke,bc")
+  config.progress = False
+  summary = runner.run(config, str(tmp_path))
+  assert 0 <= summary["control/seen/success"] <= 1
+  assert 0 < summary["eval/action_accuracy"] <= 1
+  assert "plan/consistency_error" not in summary
+
+
+def test_bad_plan_settings_are_config_errors():
+  dataset = types.SimpleNamespace(input_shape=(24, 24, 3))
+  config = unipi_config.get_config("smoke")
+  config.data.horizon = 7
+  with pytest.raises(unipi.ConfigError, match="horizon"):
+    unipi.validate(config, dataset)
+  config = unipi_config.get_config("smoke")
+  config.plan.prediction = "x0"
+  with pytest.raises(unipi.ConfigError, match="prediction"):
+    unipi.validate(config, dataset)
+  config = unipi_config.get_config("smoke")
+  with pytest.raises(unipi.ConfigError, match="patches"):
+    unipi.validate(config, types.SimpleNamespace(input_shape=(26, 26, 3)))
