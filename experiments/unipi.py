@@ -67,7 +67,9 @@ def get_config(arg=None):
   })
   c.inverse = ml_collections.ConfigDict({"data_fraction": 0.25})  # of the episodes
   c.model = ml_collections.ConfigDict({
-      "text": {"width": 64, "depth": 1, "num_heads": 4},
+      # t5_embeddings: a .npz of frozen T5 embeddings of every mission (written once from
+      # local weights, see jaxml/models/text_encoder.py) instead of the learned encoder
+      "text": {"width": 64, "depth": 1, "num_heads": 4, "t5_embeddings": ""},
       "planner": _unet(64, (1, 2)),
       "superres": _unet(64, (1, 2)),
       "inverse": {"width": 32, "hidden": 128},
@@ -98,7 +100,7 @@ def get_config(arg=None):
     c.data.build.update({"tile": 8, "episodes": 5000, "levels": ("goto", "pickup", "putnext")})
     c.data.horizon = 16
     c.plan.update({"keyframes": 4, "stride": 4, "sample_steps": 32})
-    c.model.text = {"width": 256, "depth": 4, "num_heads": 8}
+    c.model.text = {"width": 256, "depth": 4, "num_heads": 8, "t5_embeddings": ""}
     c.model.planner = _unet(128, (1, 2, 4), blocks=2, heads=8, patch=2)  # 48x48 frames
     c.model.superres = _unet(96, (1, 2, 4), blocks=2, heads=8, patch=2)
     c.model.inverse = {"width": 64, "hidden": 256}
@@ -110,7 +112,7 @@ def get_config(arg=None):
   if opts.smoke:
     c.data.source = "babyai:" + os.path.join(tempfile.gettempdir(), "jaxml-babyai-smoke")
     c.data.build.update({"episodes": 40, "levels": ("goto",)})
-    c.model.text = {"width": 16, "depth": 1, "num_heads": 2}
+    c.model.text = {"width": 16, "depth": 1, "num_heads": 2, "t5_embeddings": ""}
     c.model.planner = _unet(8, (1,), heads=2)
     c.model.superres = _unet(8, (1,), heads=2)
     c.model.inverse = {"width": 16, "hidden": 32}

@@ -47,7 +47,7 @@ from jaxml.envs import babyai, closed_loop
 from jaxml.errors import ConfigError
 from jaxml.models import diffusion
 from jaxml.models.inverse_dynamics import BCPolicy, InverseDynamics
-from jaxml.models.text_encoder import TextEncoder
+from jaxml.models.text_encoder import FrozenTextEmbeddings, TextEncoder, load_t5_embeddings
 from jaxml.models.video_unet import VideoUNet
 
 OBJECTIVES = ("unipi", "bc")
@@ -77,6 +77,13 @@ def validate(config, dataset) -> None:
     if height % factor or width % factor:
       raise ConfigError(f"frames of {height}x{width} do not divide into model.{name}'s "
                         f"patches of {net.patch_size} halved {len(net.mults) - 1} times")
+  if config.model.text.get("t5_embeddings"):
+    encoder, _ = _text_encoder(config, nnx.Rngs(0))
+    for name, split in (("train", dataset.train), ("test", dataset.test)):
+      missing = encoder.unknown(split.tokens)
+      if len(missing):
+        raise ConfigError(f"{len(missing)} {name} missions (e.g. {split.missions[missing[0]]!r})"
+                          f" are not in model.text.t5_embeddings={config.model.text.t5_embeddings}")
   if config.control.replan_every < 1 or config.control.replan_every > config.data.horizon:
     raise ConfigError(f"control.replan_every={config.control.replan_every} must be in "
                       f"[1, data.horizon={config.data.horizon}]")
@@ -91,8 +98,7 @@ class Planner(nnx.Module):
   `plan.hierarchy`) and the inverse dynamics model."""
 
   def __init__(self, config, frame_shape, *, rngs: nnx.Rngs):
-    self.text = _text_encoder(config, rngs)
-    width = config.model.text.width
+    self.text, width = _text_encoder(config, rngs)
     self.planner = _unet(config.model.planner, 3 if config.plan.first_frame else 0, width,
                          _planned_frames(config), rngs)
     self.superres = (_unet(config.model.superres, 6, width, config.data.horizon, rngs)
@@ -106,16 +112,23 @@ class BehaviourCloning(nnx.Module):
   """The baseline: the same text encoder and a frame + text -> action policy."""
 
   def __init__(self, config, frame_shape, *, rngs: nnx.Rngs):
-    self.text = _text_encoder(config, rngs)
+    self.text, width = _text_encoder(config, rngs)
     bc = config.model.bc
-    self.policy = BCPolicy(tuple(frame_shape), babyai.NUM_ACTIONS, config.model.text.width,
+    self.policy = BCPolicy(tuple(frame_shape), babyai.NUM_ACTIONS, width,
                            width=bc.width, hidden=bc.hidden, rngs=rngs)
 
 
-def _text_encoder(config, rngs) -> TextEncoder:
+def _text_encoder(config, rngs):
+  """(encoder, its width): the learned encoder, or frozen precomputed (e.g. T5) embeddings
+  when `model.text.t5_embeddings` names their .npz (see jaxml/models/text_encoder.py)."""
   text = config.model.text
+  if text.get("t5_embeddings"):
+    table = load_t5_embeddings(text.t5_embeddings)
+    tokens = babyai.tokenize(list(table["missions"]), config.data.max_len)
+    return (FrozenTextEmbeddings(table["embeddings"], table["mask"], tokens, rngs=rngs),
+            table["embeddings"].shape[-1])
   return TextEncoder(len(babyai.VOCAB), config.data.max_len, text.width, text.depth,
-                     text.num_heads, rngs=rngs)
+                     text.num_heads, rngs=rngs), text.width
 
 
 def _unet(net, cond_channels, text_width, max_frames, rngs) -> VideoUNet:

@@ -12,6 +12,7 @@ import pytest
 from experiments import unipi as unipi_config
 from jaxml import runner
 from jaxml.algos import unipi
+from jaxml.data import load_dataset
 from jaxml.data.sources import babyai as babyai_source
 from jaxml.envs import babyai, closed_loop
 from jaxml.models import diffusion
@@ -184,3 +185,30 @@ def test_bad_plan_settings_are_config_errors():
   config = unipi_config.get_config("smoke")
   with pytest.raises(unipi.ConfigError, match="patches"):
     unipi.validate(config, types.SimpleNamespace(input_shape=(26, 26, 3)))
+
+
+def test_frozen_t5_embeddings_replace_the_learned_encoder(tmp_path):
+  """A table of every mission (random vectors standing in for T5's) trains with only its
+  null embedding as a parameter; a table missing a mission is refused by name."""
+  config = unipi_config.get_config("smoke")
+  dataset = load_dataset(config.data)
+  missions = sorted(set(dataset.train.missions) | set(dataset.test.missions))
+  rng = np.random.default_rng(0)
+  path = tmp_path / "t5.npz"
+  np.savez(path, missions=np.array(missions), embeddings=rng.normal(
+      size=(len(missions), 5, 24)).astype(np.float32), mask=np.ones((len(missions), 5), bool))
+  config.model.text.t5_embeddings = str(path)
+  unipi.validate(config, dataset)
+  state = unipi.init_state(config, dataset, jax.random.key(0))
+  assert set(state.params["text"]) == {"null"}
+  batch = dataset.train.read(np.arange(4))
+  new_state, metrics = jax.jit(unipi.make_train_step(config, dataset))(
+      state, batch, jax.random.key(1))
+  assert np.isfinite(metrics["loss"])
+  np.testing.assert_array_equal(new_state.model_state["text"]["embeddings"][...],
+                                state.model_state["text"]["embeddings"][...])
+  np.savez(path, missions=np.array(missions[1:]), embeddings=rng.normal(
+      size=(len(missions) - 1, 5, 24)).astype(np.float32),
+           mask=np.ones((len(missions) - 1, 5), bool))
+  with pytest.raises(unipi.ConfigError, match="not in model.text.t5_embeddings"):
+    unipi.validate(config, dataset)
