@@ -33,9 +33,11 @@ Algorithm contract: validate, init_state, make_train_step, make_eval_step, final
 from __future__ import annotations
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 from flax import nnx
@@ -208,10 +210,8 @@ def _example_mask(batch):
 def inverse_logits(model, video):
   """Logits [B, T - 1, A] of the action between each pair of consecutive frames."""
   b, t = video.shape[:2]
-  frames = video.reshape((b * t,) + video.shape[2:])
-  pairs_t = frames.reshape((b, t) + video.shape[2:])[:, :-1].reshape((-1,) + video.shape[2:])
-  pairs_next = frames.reshape((b, t) + video.shape[2:])[:, 1:].reshape((-1,) + video.shape[2:])
-  return model.inverse(pairs_t, pairs_next).reshape(b, t - 1, -1)
+  flat = lambda x: x.reshape((-1,) + video.shape[2:])
+  return model.inverse(flat(video[:, :-1]), flat(video[:, 1:])).reshape(b, t - 1, -1)
 
 
 def _masked_ce(logits, actions, weight):
@@ -362,8 +362,6 @@ def bc_actions(model: BehaviourCloning, frames, tokens, key, temperature):
 def _policy(config_json: str):
   """The jitted policy of a config (cached by its JSON, so sweeps reuse one compilation):
   (ema params, graphdef-free state pieces, frames, tokens, key, knob) -> (actions, plans)."""
-  import ml_collections  # pylint: disable=import-outside-toplevel
-  import json  # pylint: disable=import-outside-toplevel
   config = ml_collections.ConfigDict(json.loads(config_json))
 
   @jax.jit

@@ -10,6 +10,7 @@ import pytest
 
 from experiments import mgdt as mgdt_config
 from jaxml import runner
+from tests.algos import smoke
 from jaxml.algos import mgdt
 from jaxml.core.state import TrainState
 from jaxml.envs import minatar
@@ -62,11 +63,7 @@ def trained(tmp_path_factory):
   config = mgdt_config.get_config("smoke")
   config.progress = False
   workdir = tmp_path_factory.mktemp("mgdt")
-  with pytest.MonkeyPatch.context() as patch:  # the train and eval steps compile once
-    for name in ("make_train_step", "make_eval_step"):
-      make = getattr(mgdt, name)
-      patch.setattr(mgdt, name, lambda *a, make=make: chex.assert_max_traces(make(*a), n=1))
-    summary = runner.run(config, str(workdir))
+  summary = smoke.run_compiling_once(mgdt, config, workdir)
   return config, summary, workdir
 
 

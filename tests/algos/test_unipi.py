@@ -11,6 +11,7 @@ import pytest
 
 from experiments import unipi as unipi_config
 from jaxml import runner
+from tests.algos import smoke
 from jaxml.algos import unipi
 from jaxml.data import load_dataset
 from jaxml.data.sources import babyai as babyai_source
@@ -113,11 +114,7 @@ def trained(tmp_path_factory):
   config = unipi_config.get_config("smoke")
   config.progress = False
   workdir = tmp_path_factory.mktemp("unipi")
-  with pytest.MonkeyPatch.context() as patch:  # the train and eval steps compile once
-    for name in ("make_train_step", "make_eval_step"):
-      make = getattr(unipi, name)
-      patch.setattr(unipi, name, lambda *a, make=make: chex.assert_max_traces(make(*a), n=1))
-    summary = runner.run(config, str(workdir))
+  summary = smoke.run_compiling_once(unipi, config, workdir)
   return config, summary, workdir
 
 
