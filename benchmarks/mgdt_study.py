@@ -53,10 +53,7 @@ def train(out: str, name: str, arg: str, smoke: bool, **fields) -> str:
     for parent in parents:
       node = node[parent]
     node[leaf] = value
-  if not os.path.exists(os.path.join(workdir, "artifacts", "summary.json")):
-    started = time.time()
-    runner.run(config, workdir)
-    print(f"trained {name} in {time.time() - started:.0f} s", flush=True)
+  runner.run_once(config, workdir)
   return workdir
 
 

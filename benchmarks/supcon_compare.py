@@ -26,14 +26,10 @@ METHODS = {"supcon": "", "simclr": "simclr", "ce": "ce"}
 
 def run_one(out: str, method: str, seed: int, smoke: bool) -> dict:
   workdir = os.path.join(out, f"{method}-seed{seed}")
-  summary_path = os.path.join(workdir, "artifacts", "summary.json")
-  if os.path.exists(summary_path):
-    with open(summary_path, encoding="utf-8") as f:
-      return json.load(f)
   arg = ",".join(filter(None, [METHODS[method], f"seed={seed}", "smoke" if smoke else ""]))
   config = supcon_config.get_config(arg)
   config.progress = False
-  return runner.run(config, workdir)
+  return runner.run_once(config, workdir)
 
 
 def table(results: dict[str, list[dict]]) -> tuple[str, dict]:

@@ -60,7 +60,11 @@ def get_config(arg=None):
       "stride": 2,
       "hierarchy": not opts.flat,  # False: the planner generates all horizon frames directly
       "first_frame": not opts.no_first_frame,  # the observed frame tiled into every denoising
-      "prediction": "v",  # or "eps"
+      # What the denoiser outputs: "x0" (the clean frames, as the mean of its conditioning
+      # frames plus the network's change to them), "v" or "eps". At patch 4 and width 32 the
+      # U-Net has fewer channels than noisy values per token, and v samples stayed noise
+      # after 2500 steps; see jaxml/models/diffusion.py and unipi._with_base.
+      "prediction": "x0",
       "text_drop": 0.1,  # classifier-free guidance training
       "guidance": 1.0,  # w at sampling: (1 + w)·cond − w·uncond
       "sample_steps": 16,  # DDIM steps per model
@@ -70,22 +74,23 @@ def get_config(arg=None):
       # t5_embeddings: a .npz of frozen T5 embeddings of every mission (written once from
       # local weights, see jaxml/models/text_encoder.py) instead of the learned encoder
       "text": {"width": 64, "depth": 1, "num_heads": 4, "t5_embeddings": ""},
-      "planner": _unet(64, (1, 2)),
-      "superres": _unet(64, (1, 2)),
+      # Sized to train in ~20 minutes on 2 CPU cores (0.5 s per step); `gpu` is wider.
+      "planner": _unet(32, (1, 2)),
+      "superres": _unet(32, (1, 2)),
       "inverse": {"width": 32, "hidden": 128},
       "bc": {"width": 32, "hidden": 128},
   })
-  c.ema_decay = 0.999
+  c.ema_decay = 0.998
   c.batch_size = 32
   c.eval_batch_size = 128
-  c.num_steps = 6000
-  c.optimizer.learning_rate = 3e-4
-  c.optimizer.warmup_steps = 200
+  c.num_steps = 2500
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 100
   c.optimizer.weight_decay = 0.0
   c.optimizer.clip_global_norm = 1.0
   c.log_every = 50
-  c.eval_every = 1000
-  c.checkpoint_every = 500
+  c.eval_every = 500
+  c.checkpoint_every = 250
   c.control = ml_collections.ConfigDict({
       "levels": ("goto", "pickup"),
       "episodes": 50,  # per level and per split (seen / held-out missions); 0: no control
@@ -106,6 +111,8 @@ def get_config(arg=None):
     c.model.inverse = {"width": 64, "hidden": 256}
     c.batch_size = 128
     c.num_steps = 100_000
+    c.ema_decay = 0.9999
+    c.optimizer.update({"learning_rate": 3e-4, "warmup_steps": 1000})
     c.control.update({"levels": ("goto", "pickup", "putnext"), "episodes": 200,
                       "max_steps": 64})
 

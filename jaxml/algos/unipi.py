@@ -21,8 +21,10 @@ of `data.horizon + 1` consecutive frames of bot demonstrations (`babyai:` source
 - the **inverse dynamics** model: (o_t, o_t+1) -> a_t on real frame pairs, trained only on
   the windows of a fraction `inverse.data_fraction` of the episodes (its own, smaller dataset).
 
-Diffusion: continuous-time cosine schedule, ε- or v-prediction (`plan.prediction`), DDIM
-sampling with `plan.sample_steps` steps, from the EMA weights (`ema_decay`).
+Diffusion: continuous-time cosine schedule, ε-, v- or x0-prediction (`plan.prediction`), DDIM
+sampling with `plan.sample_steps` steps, from the EMA weights (`ema_decay`). The configs
+predict x0 as the mean of the denoiser's conditioning frames plus the network's change to it
+(`_with_base`; jaxml/models/diffusion.py says why ε and v fail at the CPU sizes).
 
 `objective = "bc"` trains the baseline instead: a text-conditioned behaviour-cloning policy
 (frame, mission) -> action on the same windows, acting every step.
@@ -185,14 +187,28 @@ def first_frame_condition(config, first, frames: int):
   return jnp.repeat(first[:, None], frames, axis=1)
 
 
+def _with_base(config, pred, cond):
+  """An x0-predicting denoiser's output is the network's plus the mean of its conditioning
+  frames (the observed frame for the planner, the two bracketing keyframes for temporal
+  super-resolution): the network predicts what changes. A U-Net that folds 4x4 pixels into
+  its channels cannot copy a frame pixel for pixel through them (48 values into 32 channels
+  at the CPU sizes), and a plan is mostly the scene it starts from. eps and v (and the
+  unconditioned ablation) use the network's output as it is."""
+  if config.plan.prediction != "x0" or cond is None:
+    return pred
+  frames = cond.reshape(cond.shape[:-1] + (-1, pred.shape[-1]))
+  return pred + jnp.mean(frames, axis=-2).astype(pred.dtype)
+
+
 def _denoising_loss(config, net, x0, cond, text, weight, key):
   t_key, noise_key = jax.random.split(key)
   t = diffusion.sample_times(t_key, x0.shape[0])
   noise = jax.random.normal(noise_key, x0.shape)
   z = diffusion.add_noise(x0, noise, t)
-  pred = net(z, cond, t, *text, train=True)
-  return diffusion.diffusion_loss(pred, diffusion.target(x0, noise, t, config.plan.prediction),
-                                  weight)
+  pred = _with_base(config, net(z, cond, t, *text, train=True), cond)
+  prediction = config.plan.prediction
+  return diffusion.diffusion_loss(pred, diffusion.target(x0, noise, t, prediction), weight,
+                                  diffusion.loss_weight(t, prediction))
 
 
 def inverse_weight(config, batch, *, train: bool):
@@ -313,7 +329,7 @@ def _guided_denoiser(config, net, cond, text_cond, text_null, guidance):
     both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), text_cond, text_null)
     cond2 = None if cond is None else jnp.concatenate([cond, cond])
     pred = net(jnp.concatenate([z, z]), cond2, jnp.concatenate([t, t]), *both)
-    pred_cond, pred_null = jnp.split(pred, 2)
+    pred_cond, pred_null = jnp.split(_with_base(config, pred, cond2), 2)
     return diffusion.guided(pred_cond, pred_null, guidance)
 
   return denoise
@@ -393,6 +409,12 @@ def policy_fn(config, state: TrainState, *, guidance=None, temperature=0.0):
 # Evaluation in the environment.
 
 
+def random_act(frames, tokens, key):
+  """The chance reference for `control`: one uniformly random BabyAI action per episode."""
+  del tokens
+  return np.asarray(jax.random.randint(key, (len(frames), 1), 0, len(babyai.ACTIONS))), None
+
+
 def consistency_error(plans, real, static):
   """Mean absolute error of planned frames against the observed first frame on the static
   scene pixels (those that never change in the real episode): 0 for a plan that keeps the
@@ -416,10 +438,13 @@ def frame_consistency(config, state: TrainState, split, key, *, count: int,
   return consistency_error(plans, rows["video"], static_pixels(rows["video"]))
 
 
-def control(config, state: TrainState, key, *, want: str, guidance=None, record: int = 0):
+def control(config, state: TrainState, key, *, want: str, guidance=None, record: int = 0,
+            act=None):
   """Closed-loop episodes of every level for missions `want` ("seen" or "heldout"):
-  {level: closed_loop.ControlResult}."""
-  act = policy_fn(config, state, guidance=guidance, temperature=config.control.temperature)
+  {level: closed_loop.ControlResult}. `act` runs another policy (e.g. `random_act`) on the
+  same episodes instead of the trained one."""
+  if act is None:
+    act = policy_fn(config, state, guidance=guidance, temperature=config.control.temperature)
   every = 1 if config.objective == "bc" else config.control.replan_every
   results = {}
   for i, level in enumerate(config.control.levels):

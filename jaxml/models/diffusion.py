@@ -6,9 +6,18 @@ Conventions, shared by the planner and its tests:
   - z_t = alpha(t) x0 + sigma(t) eps, eps ~ N(0, I), with alpha^2 + sigma^2 = 1 (variance
     preserving). t = 0 is (almost) clean data, t = 1 (almost) pure noise.
   - `t` is always a vector [B], one time per example, broadcast over the other axes.
-  - The network predicts either "eps" (the noise) or "v" = alpha eps - sigma x0 (Salimans &
-    Ho 2022). v is well conditioned at both ends: recovering x0 from an eps prediction divides
-    by alpha, which is ~5e-4 at t = 1.
+  - The network predicts "eps" (the noise), "v" = alpha eps - sigma x0 (Salimans & Ho 2022)
+    or "x0" (the clean data). v is well conditioned at both ends: recovering x0 from an eps
+    prediction divides by alpha, which is ~5e-4 at t = 1. eps and v ask the network to
+    output (a scaled copy of) the noise it was given, pixel for pixel; a network that
+    patchifies more values per token than it has channels (BabyAI frames at patch 4 and
+    width 32: 48 noisy values into 32 channels) cannot carry them, and its samples stay
+    noise. "x0" asks only for the clean frames, which lie on a low-dimensional set; the noise
+    is then carried exactly by eps = (z - alpha x0) / sigma (Li & He 2025, "Back to Basics:
+    Let Denoising Generative Models Denoise"; UniPi also adds the conditioning frames to the
+    output, `jaxml.algos.unipi._with_base`). Its loss is weighted per example by
+    `loss_weight`, 1 + min(SNR, gamma): the v-space weight 1 + SNR with the SNR capped as
+    in min-SNR weighting (Hang et al. 2023), so the near-clean end does not dominate.
   - Classifier-free guidance: `guided(c, u, w) = (1 + w) c - w u`, so w = 0 is the plain
     conditional prediction.
 
@@ -27,7 +36,10 @@ import jax.numpy as jnp
 
 from jaxml.errors import ConfigError
 
-PREDICTIONS = ("eps", "v")
+PREDICTIONS = ("eps", "v", "x0")
+
+# gamma of the min-SNR cap in `loss_weight` for x0-prediction.
+SNR_CAP = 5.0
 
 # The schedule's angle is clipped so that logSNR = -2 log tan(angle) stays in
 # [-LOG_SNR_LIMIT, LOG_SNR_LIMIT]: alpha(1) ~ 5.5e-4 rather than 0, so eps -> x0 stays finite.
@@ -74,8 +86,21 @@ def target(x0: jax.Array, noise: jax.Array, t: jax.Array, prediction: str) -> ja
   _check(prediction)
   if prediction == "eps":
     return noise
+  if prediction == "x0":
+    return x0
   alpha, sigma = cosine_schedule(t)
   return _expand(alpha, x0) * noise - _expand(sigma, x0) * x0
+
+
+def loss_weight(t: jax.Array, prediction: str, snr_cap: float = SNR_CAP) -> jax.Array:
+  """[B] weights of the per-example squared error: 1 for eps and v; for x0, 1 + min(SNR,
+  snr_cap), i.e. the v-space weight 1 + SNR (|v - v_hat| = |x0 - x0_hat| / sigma) with the
+  SNR capped so that nearly clean examples do not swamp the rest."""
+  _check(prediction)
+  t = jnp.asarray(t, jnp.float32)
+  if prediction != "x0":
+    return jnp.ones_like(t)
+  return 1.0 + jnp.minimum(jnp.exp(log_snr(t)), snr_cap)
 
 
 def to_x0_eps(z: jax.Array, pred: jax.Array, t: jax.Array,
@@ -86,6 +111,8 @@ def to_x0_eps(z: jax.Array, pred: jax.Array, t: jax.Array,
   alpha, sigma = _expand(alpha, z), _expand(sigma, z)
   if prediction == "eps":
     return (z - sigma * pred) / alpha, pred
+  if prediction == "x0":
+    return pred, (z - alpha * pred) / sigma
   return alpha * z - sigma * pred, sigma * z + alpha * pred
 
 
@@ -152,11 +179,15 @@ def sample_times(key: jax.Array, batch: int, low_discrepancy: bool = False) -> j
   return jnp.mod(offset + jnp.arange(batch) / batch, 1.0)
 
 
-def diffusion_loss(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-  """Mean squared error per example, then the mean over examples where `mask` [B] is set
-  (padded examples count for nothing; an all-masked batch gives 0, not NaN)."""
+def diffusion_loss(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None,
+                   weight: jax.Array | None = None) -> jax.Array:
+  """Mean squared error per example, times `weight` [B] (e.g. `loss_weight`), then the mean
+  over examples where `mask` [B] is set (padded examples count for nothing; an all-masked
+  batch gives 0, not NaN)."""
   diff = (pred.astype(jnp.float32) - target.astype(jnp.float32)) ** 2
   per_example = jnp.mean(diff.reshape(diff.shape[0], -1), axis=1)
+  if weight is not None:
+    per_example = per_example * weight
   if mask is None:
     return jnp.mean(per_example)
   mask = mask.astype(jnp.float32)

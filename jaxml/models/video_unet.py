@@ -2,7 +2,7 @@
 
   VideoUNet(...)(z [B, T, H, W, C], cond [B, T, H, W, Cc] | None, t [B] in [0, 1],
                  text_tokens [B, L, D], text_pooled [B, D], text_mask [B, L] bool)
-      -> [B, T, H, W, C]   (the ε or v prediction; which one is the algorithm's choice)
+      -> [B, T, H, W, C]   (the ε, v or x0 prediction; which one is the algorithm's choice)
 
 Space-time factorisation (as in VDM / Imagen Video): every spatial op (conv, GroupNorm,
 down/upsampling, cross-attention) runs on each frame alone, reshaped to [B·T, H, W, ·];

@@ -32,6 +32,8 @@ def _oracle_net(prediction, channels):
     alpha, sigma = diffusion.cosine_schedule(t)
     alpha, sigma = alpha[:, None, None, None, None], sigma[:, None, None, None, None]
     eps = (z - alpha * x0) / sigma
+    if prediction == "x0":  # the algorithm adds the conditioning frames' mean itself
+      return x0 - cond.reshape(cond.shape[:-1] + (-1, 3)).mean(-2)
     return eps if prediction == "eps" else alpha * eps - sigma * x0
 
   return net
@@ -42,7 +44,7 @@ def _fake_text(tokens, drop=None):
   return pooled[:, None, :].repeat(tokens.shape[1], 1), pooled, tokens > 0
 
 
-@pytest.mark.parametrize("prediction", ["v", "eps"])
+@pytest.mark.parametrize("prediction", ["v", "eps", "x0"])
 def test_the_first_frame_reaches_every_denoising_call(prediction):
   config = unipi_config.get_config("smoke")
   config.plan.update(prediction=prediction, sample_steps=5, guidance=3.0)
@@ -54,6 +56,19 @@ def test_the_first_frame_reaches_every_denoising_call(prediction):
   assert video.shape == (2, config.data.horizon + 1, 24, 24, 3)
   # Keyframes from the planner and every frame from super-resolution equal the observed one.
   np.testing.assert_allclose(video, jnp.repeat(first[:, None], video.shape[1], 1), atol=2e-3)
+
+
+def test_x0_denoisers_predict_the_change_to_their_conditioning_frames():
+  config = unipi_config.get_config("smoke")
+  pred = jnp.full((1, 2, 4, 4, 3), 0.25)
+  first = jnp.full((1, 2, 4, 4, 3), -1.0)
+  keys = jnp.concatenate([jnp.full((1, 2, 4, 4, 3), 0.2), jnp.full((1, 2, 4, 4, 3), 0.6)], -1)
+  assert config.plan.prediction == "x0"
+  np.testing.assert_allclose(unipi._with_base(config, pred, first), -0.75)
+  np.testing.assert_allclose(unipi._with_base(config, pred, keys), 0.25 + 0.4, rtol=1e-6)
+  np.testing.assert_array_equal(unipi._with_base(config, pred, None), pred)  # the ablation
+  config.plan.prediction = "v"
+  np.testing.assert_array_equal(unipi._with_base(config, pred, first), pred)
 
 
 def test_superres_condition_brackets_each_frame_with_its_keyframes():
@@ -107,6 +122,22 @@ def test_closed_loop_replays_the_bot_to_success():
   assert result.mean_steps == pytest.approx(np.mean([len(d["actions"]) for d in demos]))
   np.testing.assert_array_equal(result.recorded[0]["frames"], demos[0]["frames"])
   assert len(calls) == (max(len(d["actions"]) for d in demos) + 1) // 2
+
+
+def test_control_runs_a_given_policy_on_the_trained_policys_episodes():
+  """`act=random_act` (the study's chance row) acts in the same environments a trained
+  policy would: same missions per level, one uniform action per call."""
+  config = unipi_config.get_config("smoke")
+  config.control.episodes = 3
+  seen = unipi.control(config, None, jax.random.key(0), want="seen", act=unipi.random_act)
+  for i, (level, result) in enumerate(seen.items()):
+    envs = closed_loop.start_episodes(level, 3, want="seen", seed=config.control.seed + 1000 * i,
+                                      tile=4, max_steps=config.control.max_steps)
+    assert result.missions == tuple(e.mission for e in envs)
+    assert ((result.steps > 0) & (result.steps <= config.control.max_steps)).all()
+  actions, plans = unipi.random_act(np.zeros((500, 24, 24, 3)), None, jax.random.key(1))
+  assert plans is None and actions.shape == (500, 1)
+  assert set(np.unique(actions)) == set(range(len(babyai.ACTIONS)))
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +207,7 @@ def test_bad_plan_settings_are_config_errors():
   with pytest.raises(unipi.ConfigError, match="horizon"):
     unipi.validate(config, dataset)
   config = unipi_config.get_config("smoke")
-  config.plan.prediction = "x0"
+  config.plan.prediction = "score"
   with pytest.raises(unipi.ConfigError, match="prediction"):
     unipi.validate(config, dataset)
   config = unipi_config.get_config("smoke")

@@ -24,7 +24,8 @@ def _single_point_oracle(x0, prediction):
     alpha, sigma = diffusion.cosine_schedule(t)
     alpha, sigma = alpha[:, None], sigma[:, None]
     eps = (z - alpha * x0) / sigma
-    return eps if prediction == "eps" else alpha * eps - sigma * x0
+    return {"eps": eps, "v": alpha * eps - sigma * x0,
+            "x0": jnp.broadcast_to(x0, z.shape)}[prediction]
   return denoise
 
 
@@ -156,7 +157,31 @@ def test_sample_times_and_loss():
   assert float(diffusion.diffusion_loss(pred, tgt, jnp.zeros(3, bool))) == 0.0
 
 
+def test_x0_loss_weight_is_the_capped_v_space_weight():
+  x0, noise = _data()
+  t = jnp.array([0.0, 0.2, 0.6, 1.0])
+  weight = diffusion.loss_weight(t, "x0")
+  _, sigma = diffusion.cosine_schedule(t)
+  snr = (1.0 - sigma ** 2) / sigma ** 2
+  np.testing.assert_allclose(weight, 1.0 + np.minimum(snr, diffusion.SNR_CAP), rtol=1e-4)
+  assert float(weight[0]) == pytest.approx(1.0 + diffusion.SNR_CAP)  # capped near t = 0
+  assert float(weight[-1]) == pytest.approx(1.0, abs=1e-4)
+  # Where the cap is not active the weighted x0 error equals the v-space error exactly:
+  # v - v_hat = (x0_hat - x0) / sigma, and 1 / sigma^2 = 1 + SNR.
+  t = jnp.full((4,), 0.7)
+  z = diffusion.add_noise(x0, noise, t)
+  x0_hat = x0 + 0.1 * noise
+  _, eps_hat = diffusion.to_x0_eps(z, x0_hat, t, "x0")
+  alpha, sigma = diffusion.cosine_schedule(t)
+  v_hat = alpha[:, None, None] * eps_hat - sigma[:, None, None] * x0_hat
+  v_loss = diffusion.diffusion_loss(v_hat, diffusion.target(x0, noise, t, "v"))
+  x0_loss = diffusion.diffusion_loss(x0_hat, diffusion.target(x0, noise, t, "x0"),
+                                     weight=diffusion.loss_weight(t, "x0"))
+  np.testing.assert_allclose(x0_loss, v_loss, rtol=1e-4)
+  np.testing.assert_array_equal(diffusion.loss_weight(t, "v"), 1.0)
+
+
 def test_unknown_prediction_is_a_config_error():
   x0, noise = _data()
   with pytest.raises(ConfigError):
-    diffusion.target(x0, noise, jnp.zeros(4), "x0")
+    diffusion.target(x0, noise, jnp.zeros(4), "score")
