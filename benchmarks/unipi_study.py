@@ -118,14 +118,13 @@ def consistency_rows(results: Results, method: str, workdir: str, windows: int,
   def measure(config, dataset, state, key):
     for split_name, split in (("test", dataset.test),
                               ("heldout", babyai_source.heldout_split(config.data))):
-      read = split.read(np.linspace(0, len(split) - 1, windows).astype(np.int64))
-      _, plans = unipi.policy_fn(config, state, guidance=guidance)(
-          np.round(read["video"][:, 0] * 255).astype(np.uint8), read["tokens"], key)
-      static = unipi.static_pixels(read["video"])
+      plans, video = unipi.window_plans(config, state, split, key, count=windows,
+                                        guidance=guidance)
+      static = unipi.static_pixels(video)
       mismatched = np.roll(plans, 1, axis=0)  # another window's plan on this window's scene
       yield {"split": split_name, "windows": windows,
-             "error": unipi.consistency_error(plans, read["video"], static),
-             "mismatched": unipi.consistency_error(mismatched, read["video"], static)}
+             "error": unipi.consistency_error(plans, video, static),
+             "mismatched": unipi.consistency_error(mismatched, video, static)}
 
   return measured(results, "consistency", method, workdir, measure)
 

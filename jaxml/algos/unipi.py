@@ -429,13 +429,20 @@ def static_pixels(video) -> np.ndarray:
   return np.all(np.abs(video - video[:, :1]).max(axis=-1) == 0, axis=1)
 
 
-def frame_consistency(config, state: TrainState, split, key, *, count: int,
-                      guidance=None) -> float:
-  """`consistency_error` of plans generated from the first frames of `count` test windows."""
+def window_plans(config, state: TrainState, split, key, *, count: int, guidance=None):
+  """(plans, real video), both [count, T, H, W, C] in [0, 1]: plans generated from the first
+  frames and missions of `count` windows spread over `split`."""
   rows = split.read(np.linspace(0, len(split) - 1, count).astype(np.int64))
   _, plans = policy_fn(config, state, guidance=guidance)(
       np.round(rows["video"][:, 0] * 255).astype(np.uint8), rows["tokens"], key)
-  return consistency_error(plans, rows["video"], static_pixels(rows["video"]))
+  return plans, rows["video"]
+
+
+def frame_consistency(config, state: TrainState, split, key, *, count: int,
+                      guidance=None) -> float:
+  """`consistency_error` of plans generated from the first frames of `count` test windows."""
+  plans, video = window_plans(config, state, split, key, count=count, guidance=guidance)
+  return consistency_error(plans, video, static_pixels(video))
 
 
 def control(config, state: TrainState, key, *, want: str, guidance=None, record: int = 0,
