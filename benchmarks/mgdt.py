@@ -169,7 +169,7 @@ def check_agreement(games, state, size):
 
 def bench_eval(size, games, args):
   config = make_config(size, [g.name for g in games])
-  state = mgdt.init_state(config, None, jax.random.key(0))  # shared by all three evaluators
+  state = mgdt.init_state(config, jax.random.key(0))  # shared by all three evaluators
   check_agreement(games, state, size)
   ev = Evaluators(config, games, args.envs)
   key, shape = jax.random.key(1), (len(games), args.envs)
@@ -206,11 +206,12 @@ def random_windows(config, games, rng):
 
 def bench_train(size, games, args):
   config = make_config(size, [g.name for g in games])
-  state = mgdt.init_state(config, None, jax.random.key(0))
+  state = mgdt.init_state(config, jax.random.key(0))
   params = sum(x.size for x in jax.tree.leaves(state.params))
   batch = jax.device_put(random_windows(config, games, np.random.default_rng(0)))
   key, began = jax.random.key(0), time.perf_counter()
-  compiled = jax.jit(mgdt.make_train_step(config, None), donate_argnums=0).lower(
+  train_step = mgdt.make_train_step(config, mgdt.valid_table(config))
+  compiled = jax.jit(train_step, donate_argnums=0).lower(
       state, batch, key).compile()
   compile_s, flops = time.perf_counter() - began, flops_of(compiled)
 

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from experiments import mgdt as mgdt_config
-from jaxml import runner
+from jaxml import runner, trained
 from jaxml.algos import mgdt
 from jaxml.core import rng
 from jaxml.core.metrics import read_metrics
@@ -76,7 +76,8 @@ class Plays:
             (study_name, method, seed, run)]
     if done:
       return done
-    config, _, state = runner.load_trained(workdir)
+    run = trained.load(workdir)
+    config, state = run.config, run.state
     config.play.update(best_of=best_of, fixed_return=fixed_return)
     config.play.kappa_scale = self.kappa_scale  # also for runs saved before the option
     key = rng.stream(jax.random.key(seed), "study-play")
@@ -112,7 +113,8 @@ def attention_png(workdir: str, path: str) -> str:
   """Per game: the frame (each cell coloured by its highest non-empty channel) and the
   action token's attention over its patches (last layer, mean over heads)."""
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  config, dataset, state = runner.load_trained(workdir)
+  run = trained.load(workdir)
+  config, dataset, state = run.config, run.dataset, run.state
   games = list(config.data.games)
   fig = Figure(figsize=(2.4 * len(games), 4.8))
   axes = fig.subplots(2, len(games), squeeze=False)

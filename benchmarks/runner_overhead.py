@@ -24,8 +24,8 @@ from experiments import classifier as classifier_config
 from jaxml import runner
 from jaxml.algos import classifier
 from jaxml.core import mesh as mesh_lib
-from jaxml.core.steps import Steps
 from jaxml.data import load_dataset, pipeline
+from jaxml.training.steps import Steps
 
 
 def make_config(args):
@@ -52,7 +52,7 @@ def time_bare_loop(config) -> float:
   """The same step, hand-driven: NumPy indexing, device_put, jitted step, nothing else."""
   mesh = mesh_lib.make_mesh()
   dataset = load_dataset(config.data)
-  steps = Steps.build(classifier, config, dataset, mesh)
+  steps = Steps.build(classifier.build(config, dataset), mesh)
   init_key, train_key = jax.random.split(jax.random.key(config.seed))
   train_key = jax.device_put(train_key, mesh_lib.replicated(mesh))
   state = steps.init(init_key)

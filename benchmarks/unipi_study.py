@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from experiments import unipi as unipi_config
-from jaxml import runner
+from jaxml import runner, trained
 from jaxml.algos import unipi
 from jaxml.core import rng
 from jaxml.data.sources import babyai as babyai_source
@@ -84,7 +84,8 @@ def measured(results: Results, study_name: str, method: str, workdir: str, measu
   done = results.find(study_name, method, run)
   if done:
     return done
-  config, dataset, state = runner.load_trained(workdir)
+  run = trained.load(workdir)
+  config, dataset, state = run.config, run.dataset, run.state
   key = rng.stream(jax.random.key(config.seed), f"study-{study_name}")
   started = time.time()
   rows = [{"study": study_name, "method": method, "run": run, **row}
@@ -249,7 +250,8 @@ def plan_strip(records: list[tuple[str, dict]], replan_every: int, path: str) ->
 
 def sample_plans(workdir: str, artifacts: str, per_split: int) -> list[str]:
   """GIFs and a PNG strip of recorded closed-loop episodes (first level of each split)."""
-  config, _, state = runner.load_trained(workdir)
+  run = trained.load(workdir)
+  config, state = run.config, run.state
   config.control.episodes = max(per_split, 1)
   key = rng.stream(jax.random.key(config.seed), "study-plans")
   paths, strips = [], []

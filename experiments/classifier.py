@@ -15,6 +15,7 @@ Variant options combine, e.g. `:smoke,model=mlp,seed=3` or `:smoke,dp`.
 
 import ml_collections
 
+from experiments import base
 from jaxml.core.config_args import one_of, parse_arg
 from jaxml.errors import ConfigError
 
@@ -23,34 +24,14 @@ def get_config(arg=None):
   opts = parse_arg(arg, smoke=False, cifar10=False, dp=False, model="", seed=0)
   variant = one_of(opts, "smoke", "cifar10")
 
-  c = ml_collections.ConfigDict()
+  c = base.get_config(seed=opts.seed, smoke=variant == "smoke")
   c.algo = "classifier"
-  c.seed = opts.seed
-  c.num_devices = 0  # 0 = every device of every host
-
-  # prefetch: batches built ahead on a background thread; 0 builds them inline (async
-  # dispatch still overlaps them with device work), best for cheap in-memory data.
-  c.data = ml_collections.ConfigDict({"source": "digits", "prefetch": 2})
+  c.data.source = "digits"
   c.model = ml_collections.ConfigDict(
       {"name": "cnn", "channels": (32, 64), "dense": 128, "num_classes": 0})  # 0: from data
   c.augment = ml_collections.ConfigDict({"crop_pad": 1, "flip": False, "noise_std": 0.05})
   c.label_smoothing = 0.0
-
-  c.batch_size = 128
-  c.eval_batch_size = 512
-  c.num_steps = 1500
-  c.optimizer = ml_collections.ConfigDict({
-      "name": "adamw", "learning_rate": 2e-3, "weight_decay": 1e-4,
-      "warmup_steps": 50, "schedule": "cosine", "momentum": 0.9, "clip_global_norm": 0.0})
-
-  c.log_every = 50
-  c.eval_every = 500
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 3
-  c.init_from = ""  # a jaxml workdir whose newest weights start this run (fine-tuning)
-  c.nonfinite = "stop"  # or "skip": drop updates whose loss/params are NaN/Inf
-  c.progress = True
-  c.linear_probe = ml_collections.ConfigDict({"enabled": True, "l2": 1e-4})
+  c.linear_probe.enabled = True
   # Differentially private training (DP-SGD). batch_size is then the *expected* batch size.
   c.dp = ml_collections.ConfigDict({
       "enabled": opts.dp,
@@ -67,14 +48,6 @@ def get_config(arg=None):
   if variant == "smoke":
     c.model.channels = (8, 16)
     c.model.dense = 32
-    c.batch_size = 64
-    c.eval_batch_size = 128
-    c.num_steps = 60
-    c.optimizer.warmup_steps = 5
-    c.optimizer.learning_rate = 1e-2
-    c.log_every = 10
-    c.eval_every = 30
-    c.checkpoint_every = 30
   elif variant == "cifar10":
     # data_dir "" = TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets).
     c.data = ml_collections.ConfigDict({"source": "tfds:cifar10", "data_dir": "", "prefetch": 4})

@@ -30,7 +30,7 @@ import tempfile
 
 import ml_collections
 
-from experiments import classifier
+from experiments import base
 from jaxml.core.config_args import parse_arg
 from jaxml.errors import ConfigError
 
@@ -46,10 +46,7 @@ def get_config(arg=None):
   if opts.size not in SIZES:
     raise ConfigError(f"size={opts.size!r}: choose one of {', '.join(SIZES)}")
 
-  # Runner settings (logging, checkpoints, optimizer shape) come from the classifier's.
-  c = classifier.get_config(f"seed={opts.seed}" + (",smoke" if opts.smoke else ""))
-  for key in ("model", "augment", "label_smoothing", "linear_probe", "dp"):
-    del c[key]
+  c = base.get_config(seed=opts.seed, smoke=opts.smoke)
   c.algo = "mgdt"
   c.objective = "bc" if opts.bc else "dt"  # bc: behaviour cloning, no return conditioning
 

@@ -23,7 +23,7 @@ import tempfile
 
 import ml_collections
 
-from experiments import classifier
+from experiments import base
 from jaxml.core.config_args import parse_arg
 
 
@@ -37,10 +37,7 @@ def get_config(arg=None):
   opts = parse_arg(arg, smoke=False, bc=False, seed=0, no_first_frame=False, flat=False,
                    gpu=False)
 
-  # Runner settings (logging, checkpoints, optimizer shape) come from the classifier's.
-  c = classifier.get_config(f"seed={opts.seed}" + (",smoke" if opts.smoke else ""))
-  for key in ("model", "augment", "label_smoothing", "linear_probe", "dp"):
-    del c[key]
+  c = base.get_config(seed=opts.seed, smoke=opts.smoke)
   c.algo = "unipi"
   c.objective = "bc" if opts.bc else "unipi"
 

@@ -3,58 +3,49 @@
 `run(config, workdir)` is the whole lifecycle of one experiment. Every check that can fail on
 bad input happens before anything compiles. A run started again on the same workdir resumes
 from the newest readable checkpoint and ends with exactly the parameters an uninterrupted run
-would have (the data order and the keys are pure functions of (seed, step)).
+would have (the data order and the keys are pure functions of (seed, step)). What the runner
+asks of an algorithm is one written contract, `jaxml/algos/base.py`; a finished run is opened
+again with `jaxml.trained.load`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import os
 import pkgutil
 import tempfile
-from typing import Any
 
 import jax
-import ml_collections
-import numpy as np
 
 from jaxml import algos as _algos
+from jaxml.algos.base import Algorithm
 from jaxml.core import mesh as mesh_lib
 from jaxml.core.checkpoint import Checkpointer, warm_start
-from jaxml.evaluators.passes import collect_features, evaluate, linear_probe
-from jaxml.core.loop import train_loop
 from jaxml.core.metrics import MetricWriter
 from jaxml.core.plots import plot_metrics
-from jaxml.core.steps import Steps
 from jaxml.data import load_dataset
 from jaxml.errors import ConfigError
+from jaxml.training.evaluate import evaluate, linear_probe
+from jaxml.training.loop import train_loop
+from jaxml.training.steps import Steps
 
 NONFINITE_MODES = ("stop", "skip")
+# What the runner and the loop read; experiments/base.py defines them all.
+RUNNER_SETTINGS = ("seed", "num_devices", "batch_size", "eval_batch_size", "num_steps",
+                   "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                   "init_from", "nonfinite", "progress", "linear_probe", "data")
 
 
 def run(config, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns a summary.
-
-  Algorithms with a `fit(config, workdir, mesh, pretrained)` function (closed-form fits and
-  studies built on a pre-trained encoder) are handed the workdir instead of a train loop.
-  """
+  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns a summary."""
   workdir = prepare_workdir(workdir)
-  algo = load_algo(config.algo)
-  mesh = mesh_lib.make_mesh(config.get("num_devices", 0))
-  is_chief = jax.process_index() == 0
-  if hasattr(algo, "fit"):
-    algo.validate(config)
-    if is_chief:
-      _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
-    summary = algo.fit(config, workdir, mesh, pretrained)
-    summary.update(algo=config.algo, workdir=workdir)
-    return summary
+  require_settings(config)
+  mesh = mesh_lib.make_mesh(config.num_devices)
   check_config(config, mesh)
   dataset = load_dataset(config.data)
-  if hasattr(algo, "validate"):
-    algo.validate(config, dataset)
+  algorithm = build_algorithm(config, dataset)
+  is_chief = jax.process_index() == 0
   if is_chief:
     _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
 
@@ -63,12 +54,12 @@ def run(config, workdir: str) -> dict:
     # Made replicated on the mesh (every host) so the loop never transfers a key.
     init_key, train_key = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
                                   out_shardings=mesh_lib.replicated(mesh))()
-    steps = Steps.build(algo, config, dataset, mesh)
-    checkpointer = Checkpointer(workdir, max_to_keep=config.get("keep_checkpoints", 3))
+    steps = Steps.build(algorithm, mesh, config.nonfinite)
+    checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     state = checkpointer.restore_latest(steps.abstract_state)
     if state is None:
       state = steps.init(init_key)
-      if config.get("init_from"):  # fine-tuning: a fresh run from another run's weights
+      if config.init_from:  # fine-tuning: a fresh run from another run's weights
         state = warm_start(state, steps.abstract_state, config.init_from)
     writer = MetricWriter(workdir, start_step=int(state.step))
     try:
@@ -77,17 +68,17 @@ def run(config, workdir: str) -> dict:
       if not summary["preempted"]:
         final = {f"eval/{k}": v for k, v in evaluate(steps, state, dataset.test, mesh,
                                                     config.eval_batch_size).items()}
-        if steps.features is not None and config.get("linear_probe", {}).get("enabled", False):
+        if steps.features is not None and config.linear_probe.enabled:
           final.update(linear_probe(steps, state, dataset, mesh, config))
-        if hasattr(algo, "final_metrics"):  # e.g. play in the environments
-          final.update(algo.final_metrics(config, dataset, state))
+        if algorithm.final_metrics is not None:  # e.g. play in the environments
+          final.update(algorithm.final_metrics(state))
         writer.write(summary["step"], final)
         summary.update(final)
     finally:
       writer.close()
       checkpointer.wait()
       checkpointer.close()
-  summary["algo"] = config.algo
+  summary.update(algo=config.algo, headline=list(algorithm.headline))
   if is_chief:
     artifacts = os.path.join(workdir, "artifacts")
     os.makedirs(artifacts, exist_ok=True)
@@ -110,69 +101,20 @@ def run_once(config, workdir: str) -> dict:
   return run(config, workdir)
 
 
-def load_trained(workdir: str, config=None):
-  """(config, dataset, state) from the newest readable checkpoint of a finished or running
-  workdir, for notebooks, analysis and fine-tuning from a pre-trained encoder. The config is
-  read from the workdir's config.json unless given."""
-  encoder = _restore(workdir, config)
-  return encoder.config, encoder.dataset, encoder.state
-
-
-@dataclasses.dataclass(frozen=True)
-class Encoder:
-  """A trained run's model, frozen: `features(split)` gives its pre-head features."""
-  config: ml_collections.ConfigDict
-  dataset: Any
-  mesh: Any
-  steps: Steps
-  state: Any
-
-  def features(self, split, batch_size: int | None = None):
-    """(features [N, D], labels [N]) of every example of `split`, on every host."""
-    if self.steps.features is None:
-      raise ConfigError(f"algorithm {self.config.algo!r} has no feature function")
-    shape = tuple(split.read(np.arange(1))["image"].shape[1:])
-    if shape != tuple(self.dataset.input_shape):
-      raise ConfigError(f"the encoder takes inputs of shape {tuple(self.dataset.input_shape)} "
-                        f"but the data has {shape}")
-    with jax.set_mesh(self.mesh):
-      return collect_features(self.steps, self.state, split, self.mesh,
-                              batch_size or self.config.eval_batch_size)
-
-
-def pretrained(workdir: str, config=None) -> Encoder:
-  """The frozen encoder of the jaxml run in `workdir`. Given `config`, that run is trained
-  first (or resumed; a finished run only re-evaluates)."""
-  if config is not None:
-    run(config, workdir)
-  return _restore(workdir, None)
-
-
-def _restore(workdir: str, config) -> Encoder:
-  workdir = os.path.abspath(workdir)
-  if config is None:
-    try:
-      with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    except FileNotFoundError:
-      raise ConfigError(f"{workdir} has no config.json: not a jaxml workdir") from None
-  algo = load_algo(config.algo)
-  if hasattr(algo, "fit"):
-    raise ConfigError(f"{workdir} is a {config.algo!r} run, which trains no encoder")
-  mesh = mesh_lib.make_mesh(config.get("num_devices", 0))
-  dataset = load_dataset(config.data)
-  with jax.set_mesh(mesh):
-    steps = Steps.build(algo, config, dataset, mesh)
-    checkpointer = Checkpointer(workdir)
-    state = checkpointer.restore_latest(steps.abstract_state)
-    checkpointer.close()
-  if state is None:
-    raise ConfigError(f"{workdir} has no readable checkpoint")
-  return Encoder(config, dataset, mesh, steps, state)
+def build_algorithm(config, dataset) -> Algorithm:
+  """`jaxml.algos.<config.algo>.build(config, dataset)`: the config checked against the
+  data and the algorithm's shared set-up done, before anything compiles."""
+  algorithm = load_algo(config.algo).build(config, dataset)
+  if not isinstance(algorithm, Algorithm):
+    raise TypeError(f"jaxml.algos.{config.algo}.build returned {type(algorithm).__name__}, "
+                    "not a jaxml.algos.base.Algorithm")
+  return algorithm
 
 
 def load_algo(name: str):
-  available = sorted(m.name for m in pkgutil.iter_modules(_algos.__path__))
+  """The module `jaxml.algos.<name>` (every module there but `base` is an algorithm)."""
+  available = sorted(m.name for m in pkgutil.iter_modules(_algos.__path__)
+                     if m.name != "base" and not m.name.startswith("_"))
   if name not in available:
     raise ConfigError(f"unknown algorithm {name!r}; available: {', '.join(available)}")
   return importlib.import_module(f"jaxml.algos.{name}")
@@ -195,16 +137,23 @@ def prepare_workdir(workdir: str) -> str:
   return workdir
 
 
+def require_settings(config) -> None:
+  missing = [key for key in RUNNER_SETTINGS if key not in config]
+  if missing or "prefetch" not in config.data:
+    raise ConfigError(f"the config lacks runner settings {missing or ['data.prefetch']}: start "
+                      "it from experiments/base.py")
+
+
 def check_config(config, mesh) -> None:
   for key in ("batch_size", "eval_batch_size"):
     mesh_lib.local_batch_size(mesh, config[key], key)
   for key in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
     if config[key] <= 0:
       raise ConfigError(f"{key}={config[key]} must be positive")
-  source = config.get("init_from")
+  source = config.init_from
   if source and not os.path.isdir(os.path.join(source, "checkpoints")):
     raise ConfigError(f"init_from={source}: not a jaxml workdir with checkpoints")
-  if config.get("nonfinite", "stop") not in NONFINITE_MODES:
+  if config.nonfinite not in NONFINITE_MODES:
     raise ConfigError(f"nonfinite={config.nonfinite!r}; choose one of "
                       f"{', '.join(NONFINITE_MODES)}")
 

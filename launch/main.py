@@ -87,9 +87,10 @@ def _report(summary: dict) -> None:
     print(f"preempted at step {summary['step']}; checkpoint saved in "
           f"{summary['workdir']}/checkpoints. Run the same command again to resume.")
     return
-  scores = {k: v for k, v in summary.items()
-            if k.startswith(("eval/", "probe/", "accuracy/", "play/iqm")) and isinstance(v, float)}
-  print("final " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())))
+  # The algorithm's (or study's) headline metrics, in its order; those a run did not compute
+  # (e.g. play with play.envs=0) are left out.
+  scores = [(k, summary[k]) for k in summary["headline"] if isinstance(summary.get(k), float)]
+  print("final " + "  ".join(f"{k}={v:.4f}" for k, v in scores))
   outputs = summary.get("outputs", "metrics.jsonl, config.json, checkpoints/, "
                         "artifacts/metrics.png, TensorBoard events")
   print(f"outputs: {summary['workdir']} ({outputs})")

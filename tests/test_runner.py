@@ -11,8 +11,8 @@ import pytest
 
 from experiments import classifier as classifier_config
 from jaxml import runner
-from jaxml.algos import classifier
 from jaxml.errors import NonFiniteError
+from tests.algos import smoke
 from tests.launch_utils import assert_same_arrays, restore_arrays
 
 
@@ -42,14 +42,9 @@ def test_8_devices_equal_1_device(tmp_path):
   assert eight["eval/loss"] == pytest.approx(one["eval/loss"], rel=1e-5)
 
 
-def test_train_and_eval_steps_compile_once(tmp_path, monkeypatch):
-  make_train, make_eval = classifier.make_train_step, classifier.make_eval_step
-  monkeypatch.setattr(classifier, "make_train_step",
-                      lambda *a: chex.assert_max_traces(make_train(*a), n=1))
-  monkeypatch.setattr(classifier, "make_eval_step",
-                      lambda *a: chex.assert_max_traces(make_eval(*a), n=1))
+def test_train_and_eval_steps_compile_once(tmp_path):
   # 20 steps with logging, two evals (padded tails) and checkpoints: still one trace each.
-  runner.run(_config(), str(tmp_path))
+  smoke.run_compiling_once(_config(), tmp_path)
 
 
 def test_run_once_trains_again_only_a_preempted_run(tmp_path, monkeypatch):

@@ -26,7 +26,8 @@ temperature, top percentile, target return) as traced values: one compilation se
 Fine-tuning to a new game is `config.init_from` (the runner's warm start) on a config whose
 `data.games` is that game, e.g. with few episodes (`data.max_episodes`).
 
-Algorithm contract: validate, init_state, make_train_step, make_eval_step, final_metrics.
+The algorithm contract is `jaxml/algos/base.py`; `play`, `scores` and `action_attention` also
+serve the studies over trained runs (`jaxml/studies/`).
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxml.algos.base import Algorithm
 from jaxml.core import rng
 from jaxml.core.optim import make_optimizer
 from jaxml.core.state import TrainState
 from jaxml.envs import atari, collect, minatar
 from jaxml.errors import ConfigError
+from jaxml.losses.classification import masked_cross_entropy
 from jaxml.models import decision_transformer as dt
 
 OBJECTIVES = ("dt", "bc")
@@ -88,6 +91,16 @@ def valid_table(config) -> np.ndarray:
   return _valid_table(suite(config), tuple(games_of(config)))
 
 
+def build(config, dataset) -> Algorithm:
+  validate(config, dataset)
+  table = valid_table(config)  # built before tracing: see `_tokens`
+  return Algorithm(
+      init=lambda key: init_state(config, key), train_step=make_train_step(config, table),
+      eval_step=make_eval_step(config, table),
+      final_metrics=lambda state: final_metrics(config, state),
+      headline=("eval/loss", "eval/action_accuracy", "play/iqm_normalised"))
+
+
 def validate(config, dataset) -> None:
   if config.objective not in OBJECTIVES:
     raise ConfigError(f"objective={config.objective!r}: choose one of {', '.join(OBJECTIVES)}")
@@ -119,8 +132,7 @@ def make_model(config, rngs) -> dt.DecisionTransformer:
       num_heads=m.num_heads, single_return_token=m.get("single_return_token", False), rngs=rngs)
 
 
-def init_state(config, dataset, key) -> TrainState:
-  del dataset
+def init_state(config, key) -> TrainState:
   model = make_model(config, nnx.Rngs(params=key))
   return TrainState.create(model, make_optimizer(config.optimizer, config.num_steps))
 
@@ -141,17 +153,11 @@ def _losses(config, table, model, batch):
   bins, rewards, allowed = _tokens(config, table, batch)
   logits = model(batch["frame"], bins, batch["action"], rewards, action_mask=allowed)
   weight = batch["step_mask"] * batch.get("mask", jnp.ones(bins.shape[:1]))[:, None]
-  count = jnp.maximum(jnp.sum(weight), 1.0)
-
-  def mean_ce(head, target):
-    return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits[head], target)
-                   * weight) / count
-
-  parts = {"return_loss": mean_ce("return", bins), "action_loss": mean_ce("action",
-                                                                          batch["action"]),
-           "reward_loss": mean_ce("reward", rewards)}
-  correct = jnp.sum((jnp.argmax(logits["action"], -1) == batch["action"]) * weight)
-  return parts, correct, jnp.sum(weight)
+  action = masked_cross_entropy(logits["action"], batch["action"], weight)
+  parts = {"return_loss": masked_cross_entropy(logits["return"], bins, weight).mean,
+           "action_loss": action.mean,
+           "reward_loss": masked_cross_entropy(logits["reward"], rewards, weight).mean}
+  return parts, action.correct, action.count
 
 
 def _objective(config, parts):
@@ -160,10 +166,8 @@ def _objective(config, parts):
   return (parts["return_loss"] + parts["action_loss"] + parts["reward_loss"]) / 3
 
 
-def make_train_step(config, dataset):
-  del dataset
+def make_train_step(config, table: np.ndarray):
   tx = make_optimizer(config.optimizer, config.num_steps)
-  table = valid_table(config)
 
   def train_step(state: TrainState, batch, key):
     del key  # no augmentation or dropout
@@ -174,17 +178,13 @@ def make_train_step(config, dataset):
       return _objective(config, parts), (parts, correct / jnp.maximum(count, 1.0))
 
     (loss, (parts, accuracy)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {
+    return state.apply_gradients(tx, grads), {
         "loss": loss, **parts, "action_accuracy": accuracy, "grad_norm": optax.tree.norm(grads)}
 
   return train_step
 
 
-def make_eval_step(config, dataset):
-  del dataset
-  table = valid_table(config)
+def make_eval_step(config, table: np.ndarray):
 
   def eval_step(state: TrainState, batch):
     parts, correct, count = _losses(config, table, state.model(), batch)
@@ -429,9 +429,8 @@ def action_attention(config, state: TrainState, window) -> np.ndarray:
   return np.asarray(maps.reshape(maps.shape[:2] + (rows, -1)))
 
 
-def final_metrics(config, dataset, state: TrainState) -> dict[str, float]:
+def final_metrics(config, state: TrainState) -> dict[str, float]:
   """Scores in the games after training (see the module docstring)."""
-  del dataset
   if config.play.envs <= 0:
     return {}
   return scores(config, play(config, state, rng.stream(jax.random.key(config.seed), "play"),

@@ -8,7 +8,7 @@ whole global batch, all-gathered over `data`. Stage 2 is the runner's linear pro
 frozen pre-projection features (`make_feature_fn`). The cross-entropy baseline on the same
 encoder is the `classifier` algorithm (see experiments/supcon.py:ce).
 
-Follows the algorithm contract documented in jaxml/algos/classifier.py.
+The algorithm contract is `jaxml/algos/base.py`.
 """
 
 from __future__ import annotations
@@ -19,15 +19,17 @@ import optax
 from flax import nnx
 
 from jaxml import models
+from jaxml.algos.base import Algorithm
 from jaxml.core import rng
 from jaxml.core.optim import make_optimizer
-from jaxml.core.state import TrainState, image_features, split_model
+from jaxml.core.state import TrainState, split_model
 from jaxml.data import augment
 from jaxml.data.base import check_labels
 from jaxml.errors import ConfigError
 from jaxml.losses.supcon import supcon_loss_on_mesh
 
 METHODS = ("supcon", "simclr")
+INPUT, TARGET = "image", "label"
 
 
 class SupConNet(nnx.Module):
@@ -46,7 +48,7 @@ class SupConNet(nnx.Module):
     return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
 
 
-def validate(config, dataset) -> None:
+def build(config, dataset) -> Algorithm:
   if config.supcon.method not in METHODS:
     raise ConfigError(f"supcon.method={config.supcon.method!r}; choose one of "
                       f"{', '.join(METHODS)}")
@@ -54,10 +56,14 @@ def validate(config, dataset) -> None:
                                      and config.supcon.method == "simclr"):
     raise ConfigError(f"supcon.num_views={config.supcon.num_views}: SimCLR needs >= 2 views")
   check_labels(dataset, dataset.num_classes)
+  tx = make_optimizer(config.optimizer, config.num_steps)
+  return Algorithm(init=lambda key: init_state(config, dataset, tx, key),
+                   train_step=make_train_step(config, tx), eval_step=make_eval_step(config),
+                   features=features, target=TARGET, headline=("probe/test_accuracy",))
 
 
 def _labels(config, batch):
-  return batch["label"] if config.supcon.method == "supcon" else None
+  return batch[TARGET] if config.supcon.method == "supcon" else None
 
 
 def _loss_kwargs(config) -> dict:
@@ -66,13 +72,13 @@ def _loss_kwargs(config) -> dict:
           "contrast_mode": c.contrast_mode, "form": c.form}
 
 
-def init_state(config, dataset, key) -> TrainState:
+def init_state(config, dataset, tx, key) -> TrainState:
   rngs = nnx.Rngs(params=key)
   encoder = models.create(config.model, num_classes=dataset.num_classes,
                           input_shape=dataset.input_shape, rngs=rngs)
   hidden = int(config.supcon.get("projection_hidden", 0)) or encoder.feature_dim
   net = SupConNet(encoder, hidden, int(config.supcon.projection_dim), rngs=rngs)
-  return TrainState.create(net, make_optimizer(config.optimizer, config.num_steps))
+  return TrainState.create(net, tx)
 
 
 def _project_views(graphdef, params, model_state, views, train: bool):
@@ -83,14 +89,12 @@ def _project_views(graphdef, params, model_state, views, train: bool):
   return z.reshape(b, v, -1), split_model(net)[2]
 
 
-def make_train_step(config, dataset):
-  del dataset
-  tx = make_optimizer(config.optimizer, config.num_steps)
+def make_train_step(config, tx):
   num_views = int(config.supcon.num_views)
   kwargs = _loss_kwargs(config)
 
   def train_step(state: TrainState, batch, key):
-    views = augment.views(rng.stream(key, "augment"), batch["image"], config.augment, num_views)
+    views = augment.views(rng.stream(key, "augment"), batch[INPUT], config.augment, num_views)
     labels = _labels(config, batch)
 
     def loss_fn(params):
@@ -98,23 +102,19 @@ def make_train_step(config, dataset):
       return supcon_loss_on_mesh(z, labels, **kwargs), model_state
 
     (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                         model_state=model_state), {"loss": loss,
-                                                    "grad_norm": optax.tree.norm(grads)}
+    return state.apply_gradients(tx, grads, model_state=model_state), {
+        "loss": loss, "grad_norm": optax.tree.norm(grads)}
 
   return train_step
 
 
-def make_eval_step(config, dataset):
+def make_eval_step(config):
   """Contrastive loss on test batches with fixed augmentations (padding rows excluded)."""
-  del dataset
   num_views = int(config.supcon.num_views)
   kwargs = _loss_kwargs(config)
 
   def eval_step(state: TrainState, batch):
-    views = augment.views(jax.random.key(0), batch["image"], config.augment, num_views)
+    views = augment.views(jax.random.key(0), batch[INPUT], config.augment, num_views)
     z, _ = _project_views(state.graphdef, state.params, state.model_state, views, False)
     valid = batch["mask"] > 0
     loss = supcon_loss_on_mesh(z, _labels(config, batch), valid=valid, **kwargs)
@@ -124,6 +124,6 @@ def make_eval_step(config, dataset):
   return eval_step
 
 
-def make_feature_fn(config, dataset):
-  del config, dataset
-  return image_features
+def features(state: TrainState, batch) -> jax.Array:
+  """Pre-projection encoder features in eval mode: what the linear probe is fitted on."""
+  return state.model().features(batch[INPUT], train=False)

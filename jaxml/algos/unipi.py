@@ -29,32 +29,48 @@ predict x0 as the mean of the denoiser's conditioning frames plus the network's 
 `objective = "bc"` trains the baseline instead: a text-conditioned behaviour-cloning policy
 (frame, mission) -> action on the same windows, acting every step.
 
-Algorithm contract: validate, init_state, make_train_step, make_eval_step, final_metrics.
+The algorithm contract is `jaxml/algos/base.py`. `make_policy` compiles the acting policy
+once (guidance and temperature are traced), and `control`, `window_plans` and
+`frame_consistency` serve the studies over trained runs (`jaxml/studies/`) as well.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import nnx
 
+from jaxml.algos.base import Algorithm
 from jaxml.core import rng
 from jaxml.core.optim import make_optimizer
 from jaxml.core.state import TrainState
 from jaxml.envs import babyai, closed_loop
 from jaxml.errors import ConfigError
+from jaxml.losses.classification import masked_cross_entropy
 from jaxml.models import diffusion
 from jaxml.models.inverse_dynamics import BCPolicy, InverseDynamics
 from jaxml.models.text_encoder import FrozenTextEmbeddings, TextEncoder, load_t5_embeddings
 from jaxml.models.video_unet import VideoUNet
 
 OBJECTIVES = ("unipi", "bc")
+
+
+def build(config, dataset) -> Algorithm:
+  validate(config, dataset)
+  tx = make_optimizer(config.optimizer, config.num_steps)
+  policy = make_policy(config)
+  parts = (("action_loss",) if config.objective == "bc" else
+           ("planner_loss", "inverse_accuracy"))
+  return Algorithm(
+      init=lambda key: init_state(config, dataset.input_shape, tx, key),
+      train_step=make_train_step(config, tx), eval_step=make_eval_step(config),
+      final_metrics=lambda state: final_metrics(config, dataset, state, policy),
+      headline=tuple(f"eval/{p}" for p in parts) + (
+          "control/seen/success", "control/heldout/success", "plan/consistency_error"))
 
 
 def validate(config, dataset) -> None:
@@ -152,9 +168,9 @@ def make_model(config, frame_shape, rngs) -> nnx.Module:
   return cls(config, frame_shape, rngs=rngs)
 
 
-def init_state(config, dataset, key) -> TrainState:
-  model = make_model(config, dataset.input_shape, nnx.Rngs(params=key))
-  state = TrainState.create(model, make_optimizer(config.optimizer, config.num_steps))
+def init_state(config, frame_shape, tx, key) -> TrainState:
+  model = make_model(config, frame_shape, nnx.Rngs(params=key))
+  state = TrainState.create(model, tx)
   return state.replace(extra={"ema": state.params})
 
 
@@ -230,13 +246,6 @@ def inverse_logits(model, video):
   return model.inverse(flat(video[:, :-1]), flat(video[:, 1:])).reshape(b, t - 1, -1)
 
 
-def _masked_ce(logits, actions, weight):
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, actions)
-  count = jnp.maximum(jnp.sum(weight), 1.0)
-  correct = jnp.sum((jnp.argmax(logits, -1) == actions) * weight)
-  return jnp.sum(ce * weight) / count, correct, jnp.sum(weight)
-
-
 def losses(config, model, batch, key, *, train: bool):
   """(loss parts, {name: (correct, count)}) of a batch of windows."""
   video = to_signed(batch["video"])
@@ -247,8 +256,8 @@ def losses(config, model, batch, key, *, train: bool):
     frames = video[:, :-1].reshape((b * t,) + video.shape[2:])
     logits = model.policy(frames, jnp.repeat(pooled, t, axis=0), train=train).reshape(b, t, -1)
     weight = batch["action_mask"] * example[:, None]
-    loss, correct, count = _masked_ce(logits, batch["actions"], weight)
-    return {"action_loss": loss}, {"action_accuracy": (correct, count)}
+    ce = masked_cross_entropy(logits, batch["actions"], weight)
+    return {"action_loss": ce.mean}, {"action_accuracy": (ce.correct, ce.count)}
 
   drop_key, plan_key, sr_key = jax.random.split(key, 3)
   drop = (jax.random.bernoulli(drop_key, config.plan.text_drop, example.shape)
@@ -264,15 +273,13 @@ def losses(config, model, batch, key, *, train: bool):
     parts["superres_loss"] = _denoising_loss(
         config, model.superres, video[:, 1:], superres_condition(keys, config.plan.stride),
         text, example, sr_key)
-  loss, correct, count = _masked_ce(inverse_logits(model, video), batch["actions"],
-                                    inverse_weight(config, batch, train=train))
-  parts["inverse_loss"] = loss
-  return parts, {"inverse_accuracy": (correct, count)}
+  ce = masked_cross_entropy(inverse_logits(model, video), batch["actions"],
+                            inverse_weight(config, batch, train=train))
+  parts["inverse_loss"] = ce.mean
+  return parts, {"inverse_accuracy": (ce.correct, ce.count)}
 
 
-def make_train_step(config, dataset):
-  del dataset
-  tx = make_optimizer(config.optimizer, config.num_steps)
+def make_train_step(config, tx):
 
   def train_step(state: TrainState, batch, key):
 
@@ -282,14 +289,12 @@ def make_train_step(config, dataset):
       return sum(parts.values()), (parts, counts)
 
     (loss, (parts, counts)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    new = state.apply_gradients(tx, grads)
     # EMA with warm-up: early on the average follows the weights (short CPU runs).
     decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.extra["ema"], params)
+    ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, state.extra["ema"], new.params)
     accuracies = {k: c / jnp.maximum(n, 1.0) for k, (c, n) in counts.items()}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                         extra={"ema": ema}), {
+    return new.replace(extra={"ema": ema}), {
         "loss": loss, **parts, **accuracies, "grad_norm": optax.tree.norm(grads)}
 
   return train_step
@@ -299,10 +304,9 @@ def ema_model(state: TrainState) -> nnx.Module:
   return nnx.merge(state.graphdef, state.extra["ema"], state.model_state)
 
 
-def make_eval_step(config, dataset):
+def make_eval_step(config):
   """Losses of the EMA weights on test windows; the diffusion losses draw their noise and
   times from one fixed key, so evaluations at different steps are comparable."""
-  del dataset
 
   def eval_step(state: TrainState, batch):
     parts, counts = losses(config, ema_model(state), batch, jax.random.key(0), train=False)
@@ -374,11 +378,11 @@ def bc_actions(model: BehaviourCloning, frames, tokens, key, temperature):
   return jnp.where(temperature > 0, sampled, jnp.argmax(logits, -1))[:, None], None
 
 
-@functools.lru_cache(maxsize=8)
-def _policy(config_json: str):
-  """The jitted policy of a config (cached by its JSON, so sweeps reuse one compilation):
-  (ema params, graphdef-free state pieces, frames, tokens, key, knob) -> (actions, plans)."""
-  config = ml_collections.ConfigDict(json.loads(config_json))
+def make_policy(config):
+  """The jitted policy of `config`: (state, frames [N, H, W, 3] in [0, 1], tokens, key, knob)
+  -> (actions, plans or None), acting with the EMA weights. The knob (guidance, or the
+  behaviour-cloning temperature) is traced, so one compilation serves a sweep over it and
+  over the weights of every run with the same config shapes."""
 
   @jax.jit
   def policy(state, frames, tokens, key, knob):
@@ -390,10 +394,11 @@ def _policy(config_json: str):
   return policy
 
 
-def policy_fn(config, state: TrainState, *, guidance=None, temperature=0.0):
+def policy_fn(config, state: TrainState, *, guidance=None, temperature=0.0, policy=None):
   """A closed-loop policy for `jaxml.envs.babyai.run_episodes`: (frames uint8 [N, H, W, 3],
-  tokens [N, L], key) -> (actions [N, k], plans or None)."""
-  policy = _policy(config.to_json())
+  tokens [N, L], key) -> (actions [N, k], plans or None). `policy` is `make_policy(config)`
+  (compiled anew when not given)."""
+  policy = make_policy(config) if policy is None else policy
   knob = jnp.float32(temperature if config.objective == "bc" else (
       config.plan.guidance if guidance is None else guidance))
 
@@ -429,29 +434,32 @@ def static_pixels(video) -> np.ndarray:
   return np.all(np.abs(video - video[:, :1]).max(axis=-1) == 0, axis=1)
 
 
-def window_plans(config, state: TrainState, split, key, *, count: int, guidance=None):
+def window_plans(config, state: TrainState, split, key, *, count: int, guidance=None,
+                 policy=None):
   """(plans, real video), both [count, T, H, W, C] in [0, 1]: plans generated from the first
   frames and missions of `count` windows spread over `split`."""
   rows = split.read(np.linspace(0, len(split) - 1, count).astype(np.int64))
-  _, plans = policy_fn(config, state, guidance=guidance)(
+  _, plans = policy_fn(config, state, guidance=guidance, policy=policy)(
       np.round(rows["video"][:, 0] * 255).astype(np.uint8), rows["tokens"], key)
   return plans, rows["video"]
 
 
 def frame_consistency(config, state: TrainState, split, key, *, count: int,
-                      guidance=None) -> float:
+                      guidance=None, policy=None) -> float:
   """`consistency_error` of plans generated from the first frames of `count` test windows."""
-  plans, video = window_plans(config, state, split, key, count=count, guidance=guidance)
+  plans, video = window_plans(config, state, split, key, count=count, guidance=guidance,
+                              policy=policy)
   return consistency_error(plans, video, static_pixels(video))
 
 
 def control(config, state: TrainState, key, *, want: str, guidance=None, record: int = 0,
-            act=None):
+            act=None, policy=None):
   """Closed-loop episodes of every level for missions `want` ("seen" or "heldout"):
   {level: closed_loop.ControlResult}. `act` runs another policy (e.g. `random_act`) on the
   same episodes instead of the trained one."""
   if act is None:
-    act = policy_fn(config, state, guidance=guidance, temperature=config.control.temperature)
+    act = policy_fn(config, state, guidance=guidance, temperature=config.control.temperature,
+                    policy=policy)
   every = 1 if config.objective == "bc" else config.control.replan_every
   results = {}
   for i, level in enumerate(config.control.levels):
@@ -463,14 +471,15 @@ def control(config, state: TrainState, key, *, want: str, guidance=None, record:
   return results
 
 
-def final_metrics(config, dataset, state: TrainState) -> dict[str, float]:
+def final_metrics(config, dataset, state: TrainState, policy=None) -> dict[str, float]:
   """Success rates and steps to success in closed loop, seen and held-out missions, and the
   frame consistency of generated plans on test windows."""
   key = rng.stream(jax.random.key(config.seed), "control")
   metrics = {}
   if config.control.episodes > 0:
     for want in ("seen", "heldout"):
-      results = control(config, state, jax.random.fold_in(key, want == "heldout"), want=want)
+      results = control(config, state, jax.random.fold_in(key, want == "heldout"), want=want,
+                        policy=policy)
       for level, result in results.items():
         metrics[f"control/{want}/{level}/success"] = result.success_rate
         metrics[f"control/{want}/{level}/steps"] = result.mean_steps
@@ -479,5 +488,5 @@ def final_metrics(config, dataset, state: TrainState) -> dict[str, float]:
   if config.objective == "unipi" and config.control.consistency_windows > 0:
     metrics["plan/consistency_error"] = frame_consistency(
         config, state, dataset.test, rng.stream(key, "consistency"),
-        count=config.control.consistency_windows)
+        count=config.control.consistency_windows, policy=policy)
   return metrics

@@ -6,6 +6,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx, struct
 
 
@@ -34,12 +35,15 @@ class TrainState:
   def model(self) -> nnx.Module:
     return nnx.merge(self.graphdef, self.params, self.model_state)
 
+  def apply_gradients(self, tx: optax.GradientTransformation, grads, **changes) -> "TrainState":
+    """The tail of every train step: one `tx` update of the params, the step counter + 1,
+    and any other fields replaced (`model_state=` BatchNorm statistics, `extra=` EMA)."""
+    updates, opt_state = tx.update(grads, self.opt_state, self.params)
+    return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates),
+                        opt_state=opt_state, **changes)
+
 
 def split_model(model: nnx.Module):
   """(graphdef, params, model_state): the functional view of an NNX module."""
   return nnx.split(model, nnx.Param, ...)
 
-
-def image_features(state: TrainState, batch) -> jax.Array:
-  """Pre-head features of `batch["image"]` in eval mode: what a linear probe is fitted on."""
-  return state.model().features(batch["image"], train=False)

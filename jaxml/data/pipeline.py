@@ -47,16 +47,17 @@ def host_slice(indices: np.ndarray) -> np.ndarray:
 
 
 def train_batch(split: Split, mesh, seed: int, step: int, batch_size: int,
-                sampler: Callable | None = None) -> dict:
+                sampler=None) -> dict:
   """The global training batch at `step`.
 
-  `sampler(seed, step) -> (indices, mask or None)` replaces the default epoch order (e.g.
-  Poisson sampling for DP-SGD, whose batches are padded to a fixed size with a `mask`).
+  `sampler` (a `jaxml.algos.base.BatchSampler`) replaces the default epoch order of
+  `batch_size` examples (e.g. Poisson sampling for DP-SGD, whose batches are padded to the
+  sampler's fixed size with a `mask`).
   """
   if sampler is None:
     indices, mask = batch_indices(seed, step, batch_size, len(split)), None
   else:
-    indices, mask = sampler(seed, step)
+    indices, mask = sampler.sample(seed, step)
   local = split.read(host_slice(indices))
   if mask is not None:
     local["mask"] = host_slice(mask).astype(np.float32)

@@ -74,16 +74,17 @@ def _poisson(seed, step, *, num_examples, q, size):
   return sampling_lib.poisson_batch_indices(seed, step, num_examples, q, size)
 
 
-def private_gradient(dp_plan: DpSgdPlan, per_example_loss, graphdef):
+def private_gradient(dp_plan: DpSgdPlan, per_example_loss, graphdef, input_key: str):
   """fn(key, params, model_state, batch) -> (noisy mean gradient, losses, valid, info).
 
-  `per_example_loss(logits [B, C], examples) -> [B]`. The gradient is
+  `per_example_loss(logits [B, C], examples) -> [B]`, the logits of the batch field
+  `input_key`. The gradient is
   (Σ clip(gᵢ) + N(0, (σ·C)²)) / expected batch size, with padding rows (`mask` 0) excluded.
   Model state (e.g. normalisation statistics) is read, never updated: a DP model has no
   cross-example state to update.
   """
   sigma = dp_plan.spec.noise_multiplier
-  loss_on_model = ghost.logits_loss(per_example_loss)
+  loss_on_model = ghost.logits_loss(per_example_loss, input_key)
   if dp_plan.clipping == "ghost":
     clip = ghost.ghost_clipped_grad(loss_on_model, dp_plan.l2_clip, graphdef=graphdef,
                                     return_losses=True)

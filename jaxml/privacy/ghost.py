@@ -284,6 +284,7 @@ def ghost_clipped_grad(loss_fn: Callable[[nnx.Module, Any], jax.Array], l2_clip_
 
 
 def logits_loss(per_example_loss: Callable[[jax.Array, Any], jax.Array],
-                input_key: str = "image") -> Callable[[nnx.Module, Any], jax.Array]:
-  """loss_fn(model, examples) = per_example_loss(model(examples[input_key], train=True), examples)."""
+                input_key: str) -> Callable[[nnx.Module, Any], jax.Array]:
+  """loss_fn(model, examples) = per_example_loss(model(examples[input_key], train=True),
+  examples): the model reads the batch field `input_key`."""
   return lambda model, examples: per_example_loss(model(examples[input_key], train=True), examples)

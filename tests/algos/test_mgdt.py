@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import mgdt as mgdt_config
+import jaxml.trained
 from jaxml import runner
 from tests.algos import smoke
 from jaxml.algos import mgdt
@@ -63,7 +64,7 @@ def trained(tmp_path_factory):
   config = mgdt_config.get_config("smoke")
   config.progress = False
   workdir = tmp_path_factory.mktemp("mgdt")
-  summary = smoke.run_compiling_once(mgdt, config, workdir)
+  summary = smoke.run_compiling_once(config, workdir)
   return config, summary, workdir
 
 
@@ -82,7 +83,7 @@ def test_agent_window_equals_the_model_on_the_explicit_history(trained):
   config, _, workdir = trained
   config = config.copy_and_resolve_references()
   config.play.update(fixed_return=True, target_return=3.0, temperature=1e-4)
-  _, _, state = runner.load_trained(str(workdir))
+  state = jaxml.trained.load(str(workdir)).state
   games = minatar.make_games(list(config.data.games))
   out = jax.jit(lambda s, k: minatar.rollout(games, mgdt.dt_agent(config, s), k,
                                              envs_per_game=2, num_steps=12, record=True))(
@@ -112,7 +113,7 @@ def test_agent_window_equals_the_model_on_the_explicit_history(trained):
 
 def test_play_compiles_once_across_knobs_and_matches_final_metrics(trained, monkeypatch):
   config, summary, workdir = trained
-  _, _, state = runner.load_trained(str(workdir))
+  state = jaxml.trained.load(str(workdir)).state
   make_agent = mgdt.agent
   monkeypatch.setattr(mgdt, "agent", lambda *a: make_agent(*a)._replace(
       act=chex.assert_max_traces(make_agent(*a).act, n=1)))
@@ -130,7 +131,8 @@ def test_play_compiles_once_across_knobs_and_matches_final_metrics(trained, monk
 
 def test_action_attention_map_covers_the_frame(trained):
   config, _, workdir = trained
-  _, dataset, state = runner.load_trained(str(workdir))
+  run = jaxml.trained.load(str(workdir))
+  dataset, state = run.dataset, run.state
   window = {k: v[0] for k, v in dataset.test.read(np.arange(1)).items()}
   window["return"] = mgdt.return_bins(config).encode(window["return_to_go"])
   window["reward"] = dt.encode_reward(window["reward"], window["done"])
@@ -144,14 +146,15 @@ def test_action_attention_map_covers_the_frame(trained):
 
 def test_fine_tuning_starts_from_the_multi_game_weights(trained, tmp_path):
   _, _, workdir = trained
-  _, _, pretrained = runner.load_trained(str(workdir))
+  pretrained = jaxml.trained.load(str(workdir)).state
   config = mgdt_config.get_config("smoke,heldout=seaquest")
   config.progress = False
   config.play.envs = 0
   config.init_from = str(workdir)
   config.optimizer.learning_rate = 0.0  # nothing moves: the run ends where it started
   runner.run(config, str(tmp_path / "ft"))
-  _, dataset, tuned = runner.load_trained(str(tmp_path / "ft"))
+  run = jaxml.trained.load(str(tmp_path / "ft"))
+  dataset, tuned = run.dataset, run.state
   assert int(tuned.step) == config.num_steps
   chex.assert_trees_all_equal(tuned.params, pretrained.params)
   assert dataset.train.episodes and all(ep["game"] == 0 for ep in dataset.train.episodes)
@@ -178,7 +181,7 @@ def test_atari_trains_on_rl_unplugged_and_plays_pong_in_ale(rlu_data_dir, tmp_pa
   assert -21 <= pong <= 21 or np.isnan(pong)  # 20 steps rarely finish a game of Pong
   assert np.isnan(summary["play/Breakout/return"]) or summary["play/Breakout/return"] >= 0
   # The agent never plays an action the game lacks (trained masked to the minimal set).
-  _, _, state = runner.load_trained(str(tmp_path))
+  state = jaxml.trained.load(str(tmp_path)).state
   table = mgdt.valid_table(config)
   mode = mgdt.PlayMode.of(config)
   agent = mgdt.agent(mode, state, mgdt.knobs(config))

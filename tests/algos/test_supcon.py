@@ -12,6 +12,7 @@ from jaxml import runner
 from jaxml.algos import supcon
 from jaxml.data.sources import digits
 from jaxml.errors import ConfigError
+from tests.algos import smoke
 from tests.launch_utils import assert_same_arrays, restore_arrays
 
 
@@ -26,7 +27,7 @@ def _config(arg="smoke", **overrides):
 
 def test_projections_are_unit_norm_and_features_come_from_the_encoder():
   config, dataset = _config(), digits.load()
-  state = jax.jit(lambda k: supcon.init_state(config, dataset, k))(jax.random.key(0))
+  state = jax.jit(supcon.build(config, dataset).init)(jax.random.key(0))
   net = state.model()
   x = dataset.test.arrays["image"][:5]
   z = net(x)
@@ -36,14 +37,11 @@ def test_projections_are_unit_norm_and_features_come_from_the_encoder():
 
 
 @pytest.mark.parametrize("arg", ["smoke", "smoke,simclr"])
-def test_8_devices_equal_1_device_and_step_compiles_once(arg, tmp_path, monkeypatch):
-  make_train = supcon.make_train_step
-  monkeypatch.setattr(supcon, "make_train_step",
-                      lambda *a: chex.assert_max_traces(make_train(*a), n=1))
+def test_8_devices_equal_1_device_and_step_compiles_once(arg, tmp_path):
   chex.clear_trace_counter()  # counts are keyed by the step's code, shared across params
-  eight = runner.run(_config(arg), str(tmp_path / "eight"))
+  eight = smoke.run_compiling_once(_config(arg), tmp_path / "eight")
   chex.clear_trace_counter()
-  one = runner.run(_config(arg, num_devices=1), str(tmp_path / "one"))
+  one = smoke.run_compiling_once(_config(arg, num_devices=1), tmp_path / "one")
   assert_same_arrays(restore_arrays(tmp_path / "eight", 12), restore_arrays(tmp_path / "one", 12),
                      exact=False, rtol=2e-5, atol=2e-6)
   assert eight["eval/loss"] == pytest.approx(one["eval/loss"], rel=1e-5)
@@ -61,11 +59,11 @@ def test_pretraining_lowers_the_contrastive_loss(tmp_path):
     ("method", "byol", "supcon.method='byol'"),
     ("num_views", 0, "num_views=0"),
 ])
-def test_validate_rejects_bad_settings(key, value, match):
+def test_build_rejects_bad_settings(key, value, match):
   config = _config()
   config.supcon[key] = value
   with pytest.raises(ConfigError, match=match):
-    supcon.validate(config, digits.load())
+    supcon.build(config, digits.load())
 
 
 def test_cifar100_lars_recipe_runs_on_mock_data(tmp_path):

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from experiments import unipi as unipi_config
+import jaxml.trained
 from jaxml import runner
-from tests.algos import smoke
 from jaxml.algos import unipi
 from jaxml.data import load_dataset
 from jaxml.data.sources import babyai as babyai_source
 from jaxml.envs import babyai, closed_loop
 from jaxml.models import diffusion
+from tests.algos import smoke
 
 pytest.importorskip("minigrid")
 
@@ -145,7 +146,7 @@ def trained(tmp_path_factory):
   config = unipi_config.get_config("smoke")
   config.progress = False
   workdir = tmp_path_factory.mktemp("unipi")
-  summary = smoke.run_compiling_once(unipi, config, workdir)
+  summary = smoke.run_compiling_once(config, workdir)
   return config, summary, workdir
 
 
@@ -161,7 +162,7 @@ def test_smoke_run_trains_and_controls_in_the_real_environment(trained):
 
 def test_inverse_dynamics_beats_chance_on_heldout_frame_pairs(trained):
   config, _, workdir = trained
-  _, _, state = runner.load_trained(str(workdir))
+  state = jaxml.trained.load(str(workdir)).state
   split = babyai_source.heldout_split(config.data)
   batch = split.read(np.arange(len(split)))
   logits = unipi.inverse_logits(unipi.ema_model(state), unipi.to_signed(
@@ -174,20 +175,20 @@ def test_inverse_dynamics_beats_chance_on_heldout_frame_pairs(trained):
 
 def test_sampling_compiles_once_across_guidance_weights(trained, monkeypatch):
   config, summary, workdir = trained
-  _, dataset, state = runner.load_trained(str(workdir))
-  unipi._policy.cache_clear()  # pylint: disable=protected-access
+  run = jaxml.trained.load(str(workdir))
+  dataset, state = run.dataset, run.state
   make_plan = unipi.plan_actions
   monkeypatch.setattr(unipi, "plan_actions", chex.assert_max_traces(make_plan, n=1))
+  policy = unipi.make_policy(config)
   key = jax.random.key(3)
-  errors = [unipi.frame_consistency(config, state, dataset.test, key, count=4, guidance=w)
-            for w in (0.0, 1.0, 3.0)]
+  errors = [unipi.frame_consistency(config, state, dataset.test, key, count=4, guidance=w,
+                                    policy=policy) for w in (0.0, 1.0, 3.0)]
   assert len(set(errors)) > 1  # the guidance weight changes the plans
   # The configured weight with the run's key reproduces the runner's measure.
   again = unipi.frame_consistency(config, state, dataset.test,
                                   unipi.rng.stream(unipi.rng.stream(
                                       jax.random.key(config.seed), "control"), "consistency"),
-                                  count=config.control.consistency_windows)
-  unipi._policy.cache_clear()  # pylint: disable=protected-access
+                                  count=config.control.consistency_windows, policy=policy)
   assert again == pytest.approx(summary["plan/consistency_error"], rel=1e-5)
 
 
@@ -226,12 +227,11 @@ def test_frozen_t5_embeddings_replace_the_learned_encoder(tmp_path):
   np.savez(path, missions=np.array(missions), embeddings=rng.normal(
       size=(len(missions), 5, 24)).astype(np.float32), mask=np.ones((len(missions), 5), bool))
   config.model.text.t5_embeddings = str(path)
-  unipi.validate(config, dataset)
-  state = unipi.init_state(config, dataset, jax.random.key(0))
+  algorithm = unipi.build(config, dataset)
+  state = algorithm.init(jax.random.key(0))
   assert set(state.params["text"]) == {"null"}
   batch = dataset.train.read(np.arange(4))
-  new_state, metrics = jax.jit(unipi.make_train_step(config, dataset))(
-      state, batch, jax.random.key(1))
+  new_state, metrics = jax.jit(algorithm.train_step)(state, batch, jax.random.key(1))
   assert np.isfinite(metrics["loss"])
   np.testing.assert_array_equal(new_state.model_state["text"]["embeddings"][...],
                                 state.model_state["text"]["embeddings"][...])
@@ -239,4 +239,4 @@ def test_frozen_t5_embeddings_replace_the_learned_encoder(tmp_path):
       size=(len(missions) - 1, 5, 24)).astype(np.float32),
            mask=np.ones((len(missions) - 1, 5), bool))
   with pytest.raises(unipi.ConfigError, match="not in model.text.t5_embeddings"):
-    unipi.validate(config, dataset)
+    unipi.build(config, dataset)

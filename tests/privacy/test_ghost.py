@@ -90,7 +90,7 @@ def test_ghost_equals_vmap_path(name):
   build, input_shape = MODELS[name]
   graphdef, params, model_state = nnx.split(build(), nnx.Param, ...)
   batch = make_batch(input_shape)
-  ghost = jax.jit(ghost_clipped_grad(logits_loss(cross_entropy), CLIP, graphdef=graphdef))
+  ghost = jax.jit(ghost_clipped_grad(logits_loss(cross_entropy, "image"), CLIP, graphdef=graphdef))
   result = ghost(params, model_state, batch)
   reference, _ = vmap_reference(graphdef, model_state)
   expected = jax.jit(reference)(params, batch)
@@ -109,7 +109,7 @@ def test_ghost_equals_python_loop_and_clips_some_examples():
   graphdef, params, model_state = nnx.split(build(), nnx.Param, ...)
   batch = make_batch(input_shape)  # rows 6, 7 padding (NaN), row 1 non-finite
   clip = 5.0  # between the smallest and largest norms, so both branches of min(1, C/n) run
-  result = ghost_clipped_grad(logits_loss(cross_entropy), clip, graphdef=graphdef)(
+  result = ghost_clipped_grad(logits_loss(cross_entropy, "image"), clip, graphdef=graphdef)(
       params, model_state, batch)
   _, one_example = vmap_reference(graphdef, model_state)
   total, norms = None, []
@@ -133,14 +133,14 @@ def test_batchnorm_is_rejected():
   with pytest.raises(ValueError, match=r"layer \S+ \(BatchNorm\)"):
     check_per_example(model)
   graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
-  fn = ghost_clipped_grad(logits_loss(cross_entropy), CLIP, graphdef=graphdef)
+  fn = ghost_clipped_grad(logits_loss(cross_entropy, "image"), CLIP, graphdef=graphdef)
   with pytest.raises(ValueError, match="BatchNorm"):
     fn(params, model_state, make_batch((8, 8, 1)))
 
 
 def test_bad_clip_norm_is_rejected():
   with pytest.raises(ValueError):
-    ghost_clipped_grad(logits_loss(cross_entropy), 0.0, graphdef=None)
+    ghost_clipped_grad(logits_loss(cross_entropy, "image"), 0.0, graphdef=None)
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
@@ -152,7 +152,7 @@ def test_sharded_equals_unsharded(name):
   assert mesh.devices.size == 8
   sharded_batch = jax.device_put(batch, NamedSharding(mesh, P("data")))
   replicated = NamedSharding(mesh, P())
-  fn = ghost_clipped_grad(logits_loss(cross_entropy), CLIP, graphdef=graphdef)
+  fn = ghost_clipped_grad(logits_loss(cross_entropy, "image"), CLIP, graphdef=graphdef)
   sharded = jax.jit(fn, in_shardings=(replicated, replicated, NamedSharding(mesh, P("data"))))(
       jax.device_put(params, replicated), jax.device_put(model_state, replicated), sharded_batch)
   single = jax.jit(fn)(params, model_state, batch)
@@ -176,7 +176,7 @@ def _benchmark(batch_size=256, repeats=20):
 
   candidates = {
       "non-private": jax.jit(non_private),
-      "ghost": jax.jit(ghost_clipped_grad(logits_loss(cross_entropy), CLIP, graphdef=graphdef)),
+      "ghost": jax.jit(ghost_clipped_grad(logits_loss(cross_entropy, "image"), CLIP, graphdef=graphdef)),
       "vmap": jax.jit(lambda p, s, b: reference(p, b)),
   }
   times = {}

@@ -1,4 +1,4 @@
-"""Jitting an algorithm's pure functions onto the mesh, once, with explicit shardings."""
+"""An algorithm's pure functions jitted onto the mesh, once, with explicit shardings."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from jaxml.algos.base import Algorithm
 from jaxml.core import mesh as mesh_lib
 from jaxml.core import rng
 
@@ -30,56 +31,45 @@ def skip_nonfinite(train_step: Callable) -> Callable:
   return guarded
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Steps:
-  """The algorithm's init/train/eval/feature functions, jitted for `mesh`.
+  """`algorithm`'s functions jitted for `mesh`: the state replicated, batches sharded on the
+  data axis, the state donated to the train step.
 
   The train step takes the run's base key and folds in `state.step` inside the jitted
   function, so keys are a pure function of (seed, step) with no per-step host work.
   """
 
+  algorithm: Algorithm
   abstract_state: Any
   init: Callable
   train: Callable
   eval: Callable
   features: Callable | None
-  # Optional algorithm hooks: a batch sampler with its (padded) global batch size, and
-  # host-side metrics (e.g. privacy spent) computed at log steps.
-  sampler: Callable | None = None
-  batch_size: int = 0
-  host_metrics: Callable | None = None
 
   @classmethod
-  def build(cls, algo, config, dataset, mesh) -> "Steps":
+  def build(cls, algorithm: Algorithm, mesh, nonfinite: str = "stop") -> "Steps":
     replicated = mesh_lib.replicated(mesh)
     data = mesh_lib.data_sharding(mesh)
-    init_fn = lambda key: algo.init_state(config, dataset, key)
-    shapes = jax.eval_shape(init_fn, jax.random.key(0))
+    shapes = jax.eval_shape(algorithm.init, jax.random.key(0))
     state_sharding = jax.tree.map(lambda _: replicated, shapes)
     abstract = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, state_sharding)
 
-    train_step = algo.make_train_step(config, dataset)
-    if config.get("nonfinite", "stop") == "skip":
+    train_step = algorithm.train_step
+    if nonfinite == "skip":
       train_step = skip_nonfinite(train_step)
 
     def keyed_step(state, batch, base_key):
       return train_step(state, batch, rng.step_key(base_key, state.step))
 
-    eval_step = algo.make_eval_step(config, dataset)
-    feature_fn = getattr(algo, "make_feature_fn", None)
-    sampler, batch_size = (algo.make_batch_sampler(config, dataset)
-                           if hasattr(algo, "make_batch_sampler") else (None, config.batch_size))
-    host_metrics = (algo.make_host_metrics(config, dataset)
-                    if hasattr(algo, "make_host_metrics") else None)
     return cls(
-        sampler=sampler, batch_size=batch_size, host_metrics=host_metrics,
-        abstract_state=abstract,
-        init=jax.jit(init_fn, out_shardings=state_sharding),
+        algorithm=algorithm, abstract_state=abstract,
+        init=jax.jit(algorithm.init, out_shardings=state_sharding),
         train=jax.jit(keyed_step, in_shardings=(state_sharding, data, replicated),
                       out_shardings=(state_sharding, replicated), donate_argnums=0),
-        eval=jax.jit(eval_step, in_shardings=(state_sharding, data), out_shardings=replicated),
-        features=None if feature_fn is None else jax.jit(
-            feature_fn(config, dataset), in_shardings=(state_sharding, data),
-            out_shardings=data),
+        eval=jax.jit(algorithm.eval_step, in_shardings=(state_sharding, data),
+                     out_shardings=replicated),
+        features=None if algorithm.features is None else jax.jit(
+            algorithm.features, in_shardings=(state_sharding, data), out_shardings=data),
     )

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from jaxml.core.preemption import Preemption
 from jaxml.data.pipeline import Prefetcher, train_batch
 from jaxml.errors import NonFiniteError
-from jaxml.evaluators.passes import evaluate
+from jaxml.training.evaluate import evaluate
 
 
 class _Pending:
@@ -83,12 +83,14 @@ def _finite_mean(values: list[float]) -> float:
 def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writer):
   """Runs steps [state.step, config.num_steps); returns (state, summary)."""
   start, stop = int(state.step), int(config.num_steps)
-  pending = _Pending(config.get("nonfinite", "stop"))
+  pending = _Pending(config.nonfinite)
+  sampler = steps.algorithm.sampler
   prefetch = Prefetcher(lambda s: train_batch(dataset.train, mesh, config.seed, s,
-                                              steps.batch_size, steps.sampler), start, stop,
-                        depth=config.data.get("prefetch", 2))
+                                              config.batch_size, sampler), start, stop,
+                        depth=config.data.prefetch)
+  host_metrics = steps.algorithm.host_metrics
   bar = tqdm(total=stop, initial=start, unit="step", dynamic_ncols=True,
-             disable=not (writer.active and config.get("progress", True)))
+             disable=not (writer.active and config.progress))
   preemption = Preemption(checkpointer)
   clock = _Clock(start, prefetch)
   step = start
@@ -104,13 +106,13 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
           clock.first_step_done(step, state)
         with jax.transfer_guard("allow"):
           if step % config.log_every == 0 or step == stop:
-            _log(step, pending, writer, bar, clock, steps.host_metrics)
+            _log(step, pending, writer, bar, clock, host_metrics)
           if step % config.eval_every == 0 and step != stop:
             writer.write(step, {f"eval/{k}": v for k, v in evaluate(
                 steps, state, dataset.test, mesh, config.eval_batch_size).items()})
           preempted = preemption.requested(step)
           if step % config.checkpoint_every == 0 or step == stop or preempted:
-            _log(step, pending, writer, bar, clock, steps.host_metrics)  # no NaN checkpoint
+            _log(step, pending, writer, bar, clock, host_metrics)  # no NaN checkpoint
             checkpointer.save(step, state)
           if preempted:
             checkpointer.wait()

@@ -8,6 +8,7 @@ from jax.experimental import multihost_utils
 
 from jaxml.data.pipeline import eval_batches
 from jaxml.evaluators import linear_probe as probe_lib
+from jaxml.errors import ConfigError
 
 
 def evaluate(steps, state, split, mesh, batch_size: int) -> dict[str, float]:
@@ -27,10 +28,14 @@ def evaluate(steps, state, split, mesh, batch_size: int) -> dict[str, float]:
 
 
 def collect_features(steps, state, split, mesh, batch_size: int):
-  """(features [N, D], labels [N]) of a whole split, gathered onto every host."""
+  """(features [N, D], targets [N]) of a whole split, gathered onto every host; the targets
+  are the algorithm's `target` field."""
+  target = steps.algorithm.target
+  if steps.features is None or target is None:
+    raise ConfigError("this algorithm gives no features with targets to probe")
   feats, labels, masks = [], [], []
   for batch in eval_batches(split, mesh, batch_size):
-    for store, value in ((feats, steps.features(state, batch)), (labels, batch["label"]),
+    for store, value in ((feats, steps.features(state, batch)), (labels, batch[target]),
                          (masks, batch["mask"])):
       store.append(np.asarray(multihost_utils.process_allgather(value, tiled=True)))
   keep = np.concatenate(masks) > 0
@@ -42,5 +47,5 @@ def linear_probe(steps, state, dataset, mesh, config) -> dict[str, float]:
   train_x, train_y = collect_features(steps, state, dataset.train, mesh, config.eval_batch_size)
   test_x, test_y = collect_features(steps, state, dataset.test, mesh, config.eval_batch_size)
   result = probe_lib.evaluate(train_x, train_y, test_x, test_y, dataset.num_classes,
-                              l2=float(config.linear_probe.get("l2", 1e-4)))
+                              l2=float(config.linear_probe.l2))
   return {f"probe/{k}": float(v) for k, v in result.items()}

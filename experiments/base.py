@@ -1,0 +1,50 @@
+"""Runner settings that every experiment starts from (not an experiment itself).
+
+    c = base.get_config(seed=opts.seed, smoke=opts.smoke)
+    c.algo = "<name>"          # jaxml/algos/<name>.py
+    c.data.source = "..."      # plus the algorithm's own blocks
+
+Every key here is read by the runner or the loop, never with a default elsewhere; an
+experiment overrides values, it never deletes keys. `smoke` shortens the cadences (and the
+optimizer's warm-up) for runs that take seconds.
+"""
+
+import ml_collections
+
+
+def get_config(*, seed: int = 0, smoke: bool = False) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = seed
+  c.num_devices = 0  # 0 = every device of every host
+
+  # prefetch: batches built ahead on a background thread; 0 builds them inline (async
+  # dispatch still overlaps them with device work), best for cheap in-memory data.
+  c.data = ml_collections.ConfigDict({"source": "", "prefetch": 2})
+
+  c.batch_size = 128  # global, over all devices; divisible by the device count
+  c.eval_batch_size = 512
+  c.num_steps = 1500
+  c.optimizer = ml_collections.ConfigDict({
+      "name": "adamw", "learning_rate": 2e-3, "weight_decay": 1e-4,
+      "warmup_steps": 50, "schedule": "cosine", "momentum": 0.9, "clip_global_norm": 0.0})
+
+  c.log_every = 50  # train metrics (averaged over the interval), steps/s, host metrics
+  c.eval_every = 500  # a pass over the test split
+  c.checkpoint_every = 500  # also at the end and on SIGTERM
+  c.keep_checkpoints = 3
+  c.init_from = ""  # a jaxml workdir whose newest weights start this run (fine-tuning)
+  c.nonfinite = "stop"  # or "skip": drop updates whose loss/params are NaN/Inf
+  c.progress = True  # a progress bar on the chief host
+  # A linear head fitted on frozen features after training (algorithms with features).
+  c.linear_probe = ml_collections.ConfigDict({"enabled": False, "l2": 1e-4})
+
+  if smoke:
+    c.batch_size = 64
+    c.eval_batch_size = 128
+    c.num_steps = 60
+    c.optimizer.warmup_steps = 5
+    c.optimizer.learning_rate = 1e-2
+    c.log_every = 10
+    c.eval_every = 30
+    c.checkpoint_every = 30
+  return c

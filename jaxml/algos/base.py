@@ -1,0 +1,72 @@
+"""The one contract between the runner and an algorithm.
+
+Each `jaxml/algos/<name>.py` exposes
+
+    build(config, dataset) -> Algorithm
+
+which checks the whole config against the data (raising `jaxml.errors.ConfigError` with one
+line that names the key, before anything compiles), computes whatever the algorithm's pieces
+share (a DP plan, a table of valid actions, a jitted policy) once, and returns the pure
+functions below, closed over that set-up. The runner imports `jaxml.algos.<config.algo>` by
+name, jits the functions onto the mesh (`jaxml.training.steps`), runs the loop and writes the
+workdir; nothing else about an algorithm is looked up.
+
+Functions and what the runner does with them:
+
+- `init(key) -> TrainState`: traced under `jax.eval_shape` to derive shardings, then jitted
+  so the state is created already placed. The state is a pytree (`jaxml.core.state`).
+- `train_step(state, batch, key) -> (state, metrics)`: pure; jitted with the state donated.
+  `key` is already `fold_in(base_key, state.step)`; split it into named streams with
+  `jaxml.core.rng.stream`. `metrics` are scalars, averaged over a logging interval.
+- `eval_step(state, batch) -> sums`: per-batch *sums* over the valid rows (`batch["mask"]`
+  is 0 on padding) and `"count"`, the number of valid rows; a metric `m` with its own
+  denominator returns `"count/m"` as well. Means are taken over the whole split.
+- `features(state, batch) -> [B, D]` (optional): frozen features for the linear probe and
+  `jaxml.trained`; with `target`, the batch field holding the labels they are probed on.
+- `sampler` (optional): a `BatchSampler` replacing the default epoch order, e.g. Poisson
+  sampling for DP-SGD, whose padded batches carry a `mask`.
+- `host_metrics(step) -> {name: float}` (optional): host-side numbers logged with every
+  train row (e.g. privacy spent so far). Never called inside jitted code.
+- `final_metrics(state) -> {name: float}` (optional): computed once after training, on the
+  host (e.g. play in the environments); logged as the last row and kept in the summary.
+- `headline`: the metric names the launcher prints at the end of a run.
+
+Fields of the batch are the data source's (`dataset.fields`); an algorithm names the ones it
+reads (its inputs and `target`), so the runner and the evaluators never spell a field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+
+Batch = Mapping[str, jax.Array]
+Metrics = Mapping[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSampler:
+  """`sample(seed, step) -> (indices [batch_size], mask [batch_size] or None)`: the global
+  batch at `step`, a pure function of (seed, step) so that resume stays exact."""
+
+  sample: Callable[[int, int], tuple[np.ndarray, np.ndarray | None]]
+  batch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+  """An algorithm's pure functions, built once per run by `<module>.build(config, dataset)`
+  (see the module docstring for what each one must do)."""
+
+  init: Callable[[jax.Array], Any]
+  train_step: Callable[[Any, Batch, jax.Array], tuple[Any, Metrics]]
+  eval_step: Callable[[Any, Batch], Metrics]
+  headline: tuple[str, ...] = ("eval/loss",)
+  features: Callable[[Any, Batch], jax.Array] | None = None
+  target: str | None = None
+  sampler: BatchSampler | None = None
+  host_metrics: Callable[[int], dict[str, float]] | None = None
+  final_metrics: Callable[[Any], dict[str, float]] | None = None
