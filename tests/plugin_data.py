@@ -1,5 +1,7 @@
 """A dataset plug-in for tests (`--config.data.source=tests.plugin_data:digits_with_nans`)."""
 
+import dataclasses
+
 import numpy as np
 
 from jaxml.data.base import ArraySplit, Dataset
@@ -12,6 +14,6 @@ def digits_with_nans(data_config) -> Dataset:
   base = digits.load()
   images = base.train.arrays["image"].copy()
   images[::97] = np.nan
-  return Dataset(train=ArraySplit({"image": images, "label": base.train.arrays["label"]}),
-                 test=base.test, num_classes=base.num_classes, input_shape=base.input_shape,
-                 name="digits_with_nans")
+  return dataclasses.replace(
+      base, train=ArraySplit({"image": images, "label": base.train.arrays["label"]}),
+      name="digits_with_nans")

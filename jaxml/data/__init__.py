@@ -6,10 +6,12 @@ import importlib
 import pkgutil
 
 from jaxml.data import sources as _sources
-from jaxml.data.base import ArraySplit, Dataset, Split, select_classes
+from jaxml.data.base import (ArraySplit, Dataset, Field, Split, Task, check_examples,
+                             image_classification, select_classes)
 from jaxml.errors import ConfigError
 
-__all__ = ["ArraySplit", "Dataset", "Split", "load_dataset"]
+__all__ = ["ArraySplit", "Dataset", "Field", "Split", "Task", "image_classification",
+           "load_dataset"]
 
 
 def _available() -> list[str]:
@@ -22,7 +24,9 @@ def load_dataset(data_config) -> Dataset:
   - `<name>`: a module `jaxml.data.sources.<name>` (e.g. `digits`, `synthetic`);
   - `<name>:<arg>`: the same module, which reads `<arg>` (e.g. `tfds:cifar10`);
   - `<package.module>:<function>`: a plug-in, e.g. a generated or environment-collected
-    dataset, called as `function(data_config)` and returning a `jaxml.data.Dataset`.
+    dataset, called as `function(data_config)` and returning a `jaxml.data.Dataset`, which
+    describes its `fields` and `task` (`image_classification(...)` builds the common
+    image/label one). Its first train example is read once, to check the description.
 
   Every source module has `load(data_config) -> Dataset`. Any source takes
   `data_config.classes`, a list of class ids: only those classes are kept, relabelled
@@ -48,7 +52,12 @@ def _load_plugin(source: str, data_config) -> Dataset:
     fn = getattr(importlib.import_module(module_name), fn_name or "load")
   except (ImportError, AttributeError) as err:
     raise ConfigError(f"dataset plug-in {source!r} cannot be loaded: {err}") from None
-  return _checked(fn(data_config), source)
+  dataset = _checked(fn(data_config), source)
+  if len(dataset.train):
+    # Built-in sources are tested to match their fields; a plug-in is checked here, before
+    # a mismatch could surface as a shape error inside a jitted step.
+    check_examples(dataset.train, dataset.fields, where=f"dataset plug-in {source!r}: train")
+  return dataset
 
 
 def _checked(dataset, source: str) -> Dataset:

@@ -12,6 +12,9 @@ Config (`config.augment`), every field off by default:
   erase_prob:   float in [0, 1], 0 = off. Random erasing of one rectangle (`random_erasing`).
   noise_std:    float, 0 = off. Add N(0, noise_std^2) to every pixel.
 
+Only `noise_std` applies to inputs that are not images (e.g. tabular feature vectors [B, D]);
+the others raise ConfigError on them rather than guessing an image layout.
+
 `views` stacks independently augmented copies of a batch for contrastive learning.
 """
 
@@ -24,6 +27,13 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxml.errors import ConfigError
+
+
+def _require_images(images: jax.Array, what: str) -> None:
+  # Shapes are static, so this runs once at trace time, not per step.
+  if images.ndim != 4:
+    raise ConfigError(f"{what} needs NHWC image batches, but the input has shape "
+                      f"{list(images.shape)}; turn it off for data that is not images")
 
 
 def crop_offsets(key: jax.Array, batch_size: int, pad: int) -> jax.Array:
@@ -39,6 +49,7 @@ def random_crop(key: jax.Array, images: jax.Array, pad: int) -> jax.Array:
   """
   if pad == 0:
     return images
+  _require_images(images, "augment.crop_pad")
   _, height, width, channels = images.shape
   padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
@@ -56,6 +67,7 @@ def flip_mask(key: jax.Array, batch_size: int) -> jax.Array:
 
 def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
   """Mirrors each example left-right (the W axis) with probability 1/2."""
+  _require_images(images, "augment.flip")
   flipped = flip_mask(key, images.shape[0])[:, None, None, None]
   return jnp.where(flipped, images[:, :, ::-1, :], images)
 
@@ -133,6 +145,7 @@ def color_jitter(key: jax.Array, images: jax.Array, strength: float) -> jax.Arra
   """
   if strength < 0:
     raise ConfigError(f"color_jitter strength must be >= 0, got {strength}")
+  _require_images(images, "augment.color_jitter")
   channels = images.shape[-1]
   if channels not in (1, 3):
     raise ValueError(f"color_jitter needs 1 or 3 channels (NHWC), got {channels}")
@@ -201,6 +214,7 @@ def random_erasing(key: jax.Array, images: jax.Array, prob: float,
     raise ValueError(f"random_erasing scale must satisfy 0 < low <= high <= 1, got {scale}")
   if prob == 0:
     return images
+  _require_images(images, "augment.erase_prob")
   batch, height, width, _ = images.shape
   top, left, box_h, box_w = erase_boxes(key, batch, height, width, prob, scale, ratio).T
   rows, cols = jnp.arange(height), jnp.arange(width)

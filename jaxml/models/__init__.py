@@ -3,8 +3,9 @@
 `create(model_config, ...)` imports `jaxml.models.<model_config.name>` and calls its `create`,
 so adding a model is adding one file: there is no registry to keep in sync.
 
-Every model maps NHWC float32 images (the MLP flattens whatever it gets) to logits and shares
-one interface, which the algorithms rely on:
+Every model maps float32 inputs to logits: the CNN and ResNets take NHWC images and refuse
+other shapes; the MLP flattens whatever it gets, so it also takes feature vectors [B, D]
+(tabular data, e.g. `adult`). They share one interface, which the algorithms rely on:
 
   model(x, *, train=False)          -> logits [B, num_classes]   == model.head(features(x))
   model.features(x, *, train=False) -> [B, model.feature_dim]    (what a linear probe sees)

@@ -273,3 +273,16 @@ def test_sharded_augment_needs_no_collectives(case):
       jax.random.key(0), images).compile().as_text()
   for collective in ("all-gather", "all-reduce", "all-to-all", "collective-permute"):
     assert collective not in hlo
+
+
+@pytest.mark.parametrize("option,name", [({"crop_pad": 1}, "crop_pad"), ({"flip": True}, "flip"),
+                                         ({"color_jitter": 0.5}, "color_jitter"),
+                                         ({"erase_prob": 0.5}, "erase_prob")])
+def test_image_transforms_refuse_feature_vectors(option, name):
+  """Tabular inputs [B, D] have no image layout: say so instead of failing in a reshape."""
+  features = np.zeros((4, 108), np.float32)
+  with pytest.raises(ConfigError, match=rf"augment.{name} needs NHWC image batches, but the "
+                                        r"input has shape \[4, 108\]"):
+    augment.augment(jax.random.key(0), features, aug_config(**option))
+  noisy = augment.augment(jax.random.key(0), features, aug_config(noise_std=0.1))
+  assert noisy.shape == features.shape and float(np.std(noisy)) > 0.05  # noise still applies

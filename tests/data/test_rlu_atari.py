@@ -94,23 +94,23 @@ def expected_window(episode, game, start, stack):
   return {"frame": frame, "action": pad(full[episode["action"]]), "reward": pad(episode["reward"]),
           "done": pad(episode["is_last"]).astype(bool),
           "return_to_go": pad(np.cumsum(episode["reward"][::-1])[::-1]),
-          "step_mask": valid.astype(np.float32), "label": full[episode["action"][start]]}
+          "step_mask": valid.astype(np.float32)}
 
 
 @pytest.mark.parametrize("stack", [4, 2])
 def test_windows_match_their_definition(data_dir, stack):
   dataset = rlu_atari.load(config(data_dir, frame_stack=stack))
-  assert (dataset.input_shape, dataset.num_classes) == ((84, 84, stack), 18)
+  assert dataset.task.kind == "none" and dataset.input_shape == (84, 84, stack)
+  assert dataset.fields["game"].categories == GAMES
   assert dataset.name == "rlu_atari:Pong_run_1,Breakout_run_1"
   episodes = {g: reference(data_dir, game) for g, game in enumerate(GAMES)}
   for split in (dataset.train, dataset.test):
     batch = split.read(np.arange(len(split)))
     dtypes = {"frame": np.float32, "action": np.int32, "reward": np.float32, "done": bool,
-              "return_to_go": np.float32, "step_mask": np.float32, "game": np.int32,
-              "label": np.int32}
+              "return_to_go": np.float32, "step_mask": np.float32, "game": np.int32}
     assert {k: v.dtype for k, v in batch.items()} == dtypes
     assert batch["frame"].shape == (len(split), CONTEXT, 84, 84, stack)
-    assert batch["game"].shape == batch["label"].shape == (len(split),)
+    assert batch["game"].shape == (len(split),)
     i = 0
     for game, record in zip(split.game, split.record):
       episode = episodes[game][record]
@@ -143,7 +143,6 @@ def test_frame_stacking_padding_and_actions_explicitly(data_dir):
   breakout = np.array([0, 1, 3, 4])  # NOOP FIRE RIGHT LEFT
   full = (pong, breakout)[split.game[e]]
   np.testing.assert_array_equal(window["action"][:3], full[episode["action"]])
-  assert window["label"] == full[episode["action"][0]]
 
 
 def test_train_and_test_hold_disjoint_episodes(data_dir):

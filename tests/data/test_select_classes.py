@@ -1,11 +1,14 @@
 """`data.classes`: keep some classes of any source, relabelled in the order given."""
 
+import dataclasses
+
 import ml_collections
 import numpy as np
 import pytest
 
 from jaxml.data import load_dataset
-from jaxml.data.base import ArraySplit, Dataset, select_classes
+from jaxml.data.base import (ArraySplit, Dataset, Field, Task, image_classification,
+                             select_classes)
 from jaxml.errors import ConfigError
 
 
@@ -26,6 +29,8 @@ def test_digits_classes_are_kept_and_relabelled_in_order():
   full = load_dataset(ml_collections.ConfigDict({"source": "digits"}))
   sub = load_dataset(ml_collections.ConfigDict({"source": "digits", "classes": (7, 5)}))
   assert sub.num_classes == 2 and sub.input_shape == full.input_shape
+  assert sub.fields["label"].categories == ("7", "5") and sub.task == dataclasses.replace(
+      full.task, num_classes=2)
   labels = full.train.arrays["label"]
   expected = np.flatnonzero((labels == 7) | (labels == 5))
   assert len(sub.train) == expected.size
@@ -36,8 +41,7 @@ def test_digits_classes_are_kept_and_relabelled_in_order():
 
 def test_lazy_splits_are_scanned_in_chunks():
   labels = np.arange(10_000) % 4
-  dataset = Dataset(train=_LazySplit(labels), test=_LazySplit(labels[:9]), num_classes=4,
-                    input_shape=(1,))
+  dataset = image_classification(_LazySplit(labels), _LazySplit(labels[:9]), (1,), 4)
   sub = select_classes(dataset, [3])
   assert len(sub.train) == 2500 and len(sub.test) == 2
   batch = sub.train.read(np.array([0, 2499]))
@@ -48,7 +52,24 @@ def test_lazy_splits_are_scanned_in_chunks():
 @pytest.mark.parametrize("classes,message", [((3, 3), "distinct"), ((0, 12), "outside"),
                                              ((), "distinct")])
 def test_bad_classes_are_config_errors(classes, message):
-  dataset = Dataset(train=ArraySplit({"label": np.arange(4) % 4}),
-                    test=ArraySplit({"label": np.arange(4) % 4}), num_classes=4, input_shape=(1,))
+  split = ArraySplit({"image": np.zeros((4, 1), np.float32), "label": np.arange(4) % 4})
+  dataset = image_classification(split, split, (1,), 4)
   with pytest.raises(ConfigError, match=message):
     select_classes(dataset, classes)
+
+
+def test_the_task_target_is_relabelled_whatever_its_name():
+  split = ArraySplit({"x": np.arange(6, dtype=np.float32)[:, None],
+                      "y": np.array([0, 1, 2, 0, 1, 2], np.int32)})
+  fields = {"x": Field((1,), "float32"), "y": Field((), "int32", ("a", "b", "c"))}
+  dataset = Dataset(split, split, fields, Task("classification", "x", "y", 3))
+  sub = select_classes(dataset, [2, 0])
+  np.testing.assert_array_equal(sub.train.read(np.arange(4))["y"], [1, 0, 1, 0])
+  assert sub.fields["y"].categories == ("c", "a") and sub.num_classes == 2
+
+
+def test_classes_of_a_task_without_classes_are_refused():
+  split = ArraySplit({"x": np.zeros((3, 2), np.float32)})
+  dataset = Dataset(split, split, {"x": Field((2,), "float32")}, Task("none", "x", None, 0))
+  with pytest.raises(ConfigError, match="data.classes needs a classification dataset"):
+    select_classes(dataset, [0])

@@ -8,11 +8,11 @@ default 0.1).
 Example i of a split is the window starting at one step of one episode; every step of every
 episode starts a window. Fields: `video` [horizon + 1, H, W, 3] float32 in [0, 1], `actions`
 [horizon] int32, `action_mask` [horizon] float32 (1 for real actions), `tokens` [max_len]
-int32 (`babyai.tokenize` of the mission), `label` [] int32 (the first action, so
-classification tools see a label), `level` [] int32 (index into the levels), `episode` [] int32
-(index into the split's episodes; e.g. to train a model on a subset of them). A window that
-runs past its episode's end repeats the last frame (the scene is static once the goal is
-reached) and pads actions with 0 under a zero mask.
+int32 (`babyai.tokenize` of the mission), `level` [] int32 (index into the levels, which are
+its categories), `episode` [] int32 (index into the split's episodes; e.g. to train a model on
+a subset of them). A window that runs past its episode's end repeats the last frame (the scene
+is static once the goal is reached) and pads actions with 0 under a zero mask. The task is
+kind "none", with inputs `video` and `tokens`.
 
 Held-out-mission episodes (`<level>/heldout.npz`, never trained on) are read by
 `heldout_split(data_config)` as the same kind of split.
@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from jaxml.data.base import Dataset
+from jaxml.data.base import Dataset, Field, Task
 from jaxml.envs import babyai
 from jaxml.errors import ConfigError
 
@@ -62,8 +62,16 @@ class VideoWindowSplit:
     actions = np.where(real, self.actions[np.minimum(steps[:, :-1], last)], 0)
     return {"video": self.frames[np.minimum(steps, last)].astype(np.float32) / 255.0,
             "actions": actions.astype(np.int32), "action_mask": real.astype(np.float32),
-            "tokens": self.tokens[episode], "label": actions[:, 0].astype(np.int32),
-            "level": self.levels[episode], "episode": episode.astype(np.int32)}
+            "tokens": self.tokens[episode], "level": self.levels[episode],
+            "episode": episode.astype(np.int32)}
+
+
+def window_fields(horizon: int, max_len: int, frame_shape, levels) -> dict[str, Field]:
+  """What `VideoWindowSplit.read` returns per window."""
+  return {"video": Field((horizon + 1, *frame_shape), "float32"),
+          "actions": Field((horizon,), "int32"), "action_mask": Field((horizon,), "float32"),
+          "tokens": Field((max_len,), "int32"), "level": Field((), "int32", tuple(levels)),
+          "episode": Field((), "int32")}
 
 
 def windows(episodes: list[dict], level_index: dict[str, int], horizon: int,
@@ -129,9 +137,10 @@ def load(data_config) -> Dataset:
   if not train or not test:
     raise ConfigError(f"babyai at {root}: too few episodes for a train and a test split")
   level_index = {level: i for i, level in enumerate(levels)}
-  return Dataset(train=windows(train, level_index, horizon, max_len),
-                 test=windows(test, level_index, horizon, max_len),
-                 num_classes=babyai.NUM_ACTIONS, input_shape=tuple(manifest["frame_shape"]),
+  fields = window_fields(horizon, max_len, manifest["frame_shape"], levels)
+  return Dataset(windows(train, level_index, horizon, max_len),
+                 windows(test, level_index, horizon, max_len), fields,
+                 Task("none", inputs=("video", "tokens"), target=None, num_classes=0),
                  name=f"babyai:{root}")
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from jaxml.data.base import ArraySplit, Dataset
+from jaxml.data.base import ArraySplit, Dataset, image_classification
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
@@ -23,7 +23,7 @@ def load(data_config=None) -> Dataset:
   labels = digits.target.astype(np.int32)
   x_train, x_test, y_train, y_test = train_test_split(
       images, labels, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=labels)
-  return Dataset(
-      train=ArraySplit({"image": x_train, "label": y_train}),
-      test=ArraySplit({"image": x_test, "label": y_test}),
-      num_classes=10, input_shape=(8, 8, 1), name="digits")
+  return image_classification(
+      ArraySplit({"image": x_train, "label": y_train}),
+      ArraySplit({"image": x_test, "label": y_test}), (8, 8, 1), 10, name="digits",
+      class_names=[str(d) for d in range(10)])

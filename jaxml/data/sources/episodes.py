@@ -10,8 +10,8 @@ Example i of a split is the window of `context` steps starting at one step of on
 every step of every episode starts a window, and a window that runs past its episode's end is
 padded (`step_mask` 0). Fields: `frame` [K, 10, 10, 10] float32, `action` [K] int32 (full
 MinAtar action set), `reward` [K] float32, `done` [K] bool, `return_to_go` [K] float32,
-`step_mask` [K] float32, `game` [] int32 (index into the dataset's games), `label` [] int32
-(the first action, so classification tools see a label).
+`step_mask` [K] float32, `game` [] int32 (index into the dataset's games, which are its
+categories). The task is kind "none" (no single target), with input `frame`.
 
 With `build.enabled` and no dataset at `<dir>` yet, it is built first with
 `jaxml.envs.collect.build` (`build.games`, default `games`; `build.policies`, `build.envs`,
@@ -25,7 +25,7 @@ import os
 
 import numpy as np
 
-from jaxml.data.base import Dataset
+from jaxml.data.base import Dataset, Field, Task
 from jaxml.envs import collect, minatar
 from jaxml.errors import ConfigError
 
@@ -59,7 +59,19 @@ class WindowSplit:
             "return_to_go": take(ep["return_to_go"], np.float32),
             "step_mask": np.concatenate([np.ones(stop - start, np.float32),
                                          np.zeros(pad, np.float32)]),
-            "game": np.int32(ep["game"]), "label": np.int32(ep["action"][start])}
+            "game": np.int32(ep["game"])}
+
+
+def window_fields(context: int, frame_shape, games) -> dict[str, Field]:
+  """What `WindowSplit.read` returns per window of `context` steps of `frame_shape` frames."""
+  per_step = {"action": "int32", "reward": "float32", "done": "bool",
+              "return_to_go": "float32", "step_mask": "float32"}
+  return {"frame": Field((context, *frame_shape), "float32"),
+          **{name: Field((context,), dtype) for name, dtype in per_step.items()},
+          "game": Field((), "int32", tuple(games))}
+
+
+WINDOW_TASK = Task("none", inputs=("frame",), target=None, num_classes=0)
 
 
 def windows(episodes, context: int) -> WindowSplit:
@@ -106,6 +118,6 @@ def load(data_config) -> Dataset:
       test += episodes[cut:]
   if not train or not test:
     raise ConfigError(f"episodes at {root}: too few episodes for a train and a test split")
-  return Dataset(train=windows(train, context), test=windows(test, context),
-                 num_classes=minatar.NUM_ACTIONS, input_shape=minatar.FRAME_SHAPE,
+  fields = window_fields(context, train[0]["frame"].shape[1:], games)
+  return Dataset(windows(train, context), windows(test, context), fields, WINDOW_TASK,
                  name=f"episodes:{root}")

@@ -14,8 +14,8 @@ Windows have the fields of the `episodes:` source (`episodes.WindowSplit`): `fra
 channel, zeros before the episode's start), `action` [K] int32 in ALE's full 18-action set,
 `reward` [K] float32 (raw: TFDS 1.3.0 stores the unclipped reward, whatever its feature doc
 says), `done` [K] bool (the episode's last step), `return_to_go` [K] float32 (sum of the raw
-rewards from the step to the episode's end), `step_mask` [K] float32, `game` [] int32 and
-`label` [] int32 (the first action).
+rewards from the step to the episode's end), `step_mask` [K] float32 and `game` [] int32
+(categories: the games). The task is kind "none", with input `frame`.
 
 Reading. `tfds.data_source` reads these nested-episode records without TensorFlow (measured
 with tfds 4.9.10). Decoding a record's `steps` as a lazy nested source would cost one Python
@@ -50,7 +50,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.rl_unplugged.rlu_atari import rlu_atari as tfds_rlu_atari
 
 from jaxml.data.base import Dataset
-from jaxml.data.sources.episodes import WindowSplit
+from jaxml.data.sources.episodes import WINDOW_TASK, WindowSplit, window_fields
 from jaxml.errors import ConfigError
 
 NAME = "rlu_atari"
@@ -249,6 +249,6 @@ def load(data_config) -> Dataset:
                         f"split (max_episodes={max_episodes}, test_fraction={test_fraction})")
     splits[role] = RluAtariSplit(sources, games, game.astype(np.int32), record,
                                  np.concatenate([[0], np.cumsum(length)]), context, frame_stack)
-  return Dataset(train=splits["train"], test=splits["test"], num_classes=NUM_ACTIONS,
-                 input_shape=OBSERVATION_SHAPE + (frame_stack,),
+  fields = window_fields(context, OBSERVATION_SHAPE + (frame_stack,), games)
+  return Dataset(splits["train"], splits["test"], fields, WINDOW_TASK,
                  name=f"{NAME}:" + ",".join(f"{g}_run_{r}" for g, r in pairs))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxml.data.base import ArraySplit, Dataset
+from jaxml.data.base import ArraySplit, Dataset, image_classification
 
 
 def load(data_config) -> Dataset:
@@ -24,5 +24,5 @@ def load(data_config) -> Dataset:
     noise = rng.normal(0.0, 0.15, size=(n,) + shape).astype(np.float32)
     return ArraySplit({"image": np.clip(centers[labels] + noise, 0, 1), "label": labels})
 
-  return Dataset(train=make(num_train), test=make(num_test), num_classes=num_classes,
-                 input_shape=shape, name="synthetic")
+  return image_classification(make(num_train), make(num_test), shape, num_classes,
+                              name="synthetic")

@@ -6,6 +6,9 @@ Source spec `tfds:<name>` (any name `tfds.builder` accepts, e.g. `tfds:mnist`,
 shorter side is S (bilinear) and centre-crops it to S x S, which datasets whose images differ
 in size (e.g. `imagenet2012`) need.
 
+Examples are `image` float32 [H, W, C] in [0, 1] and `label` int32, a classification task
+whose class names are the ClassLabel's.
+
 Reading needs no TensorFlow, but preparing a dataset does, once, and must write ArrayRecord
 (the default TFRecord files have no random access):
 
@@ -22,7 +25,7 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxml.data.base import Dataset
+from jaxml.data.base import Dataset, image_classification
 from jaxml.errors import ConfigError
 
 PREFIX = "tfds:"
@@ -116,7 +119,7 @@ def open_split(name: str, split: str, data_dir: str | None):
 
 
 def _feature_facts(features, name: str, image_key: str, label_key: str, image_size: int = 0):
-  """(image shape, scale to [0, 1], num_classes) from the dataset's feature spec."""
+  """(image shape, scale to [0, 1], class names) from the dataset's feature spec."""
   missing = [key for key in (image_key, label_key) if key not in features]
   if missing:
     raise ConfigError(
@@ -138,7 +141,8 @@ def _feature_facts(features, name: str, image_key: str, label_key: str, image_si
   if not num_classes:
     raise ConfigError(f"TFDS feature {name}/{label_key} is {type(label).__name__}, not a "
                       "ClassLabel, so the number of classes is unknown")
-  return shape, 1.0 / np.iinfo(dtype).max, int(num_classes)
+  # ClassLabel names its classes "0", "1", ... when the dataset gives no names.
+  return shape, 1.0 / np.iinfo(dtype).max, tuple(label.names)
 
 
 def load(data_config: ml_collections.ConfigDict) -> Dataset:
@@ -153,11 +157,11 @@ def load(data_config: ml_collections.ConfigDict) -> Dataset:
     raise ConfigError(f"data.image_size={image_size} must be >= 0 (0: keep the stored size)")
   sources = {role: open_split(name, data_config.get(f"{role}_split") or role, data_dir)
              for role in ("train", "test")}
-  shape, scale, num_classes = _feature_facts(
+  shape, scale, class_names = _feature_facts(
       sources["train"].dataset_info.features, name, image_key, label_key, image_size)
   convert = functools.partial(to_example, image_key=image_key, label_key=label_key, scale=scale,
                               image_size=image_size)
   splits = {role: TfdsSplit(grain.MapDataset.source(source).map(convert), shape)
             for role, source in sources.items()}
-  return Dataset(train=splits["train"], test=splits["test"], num_classes=num_classes,
-                 input_shape=shape, name=name)
+  return image_classification(splits["train"], splits["test"], shape, len(class_names),
+                              name=name, class_names=class_names)

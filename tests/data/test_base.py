@@ -1,0 +1,97 @@
+"""Field, Task and Dataset: what a source promises about its examples, checked on construction."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from jaxml.data import load_dataset
+from jaxml.data.base import (ArraySplit, Dataset, Field, Task, check_examples, check_labels,
+                             image_classification)
+from jaxml.errors import ConfigError
+
+SPLIT = ArraySplit({"x": np.zeros((4, 3), np.float32), "y": np.arange(4, dtype=np.int32) % 2,
+                    "g": np.zeros(4, np.int32), "t": np.arange(4.0)})
+FIELDS = {"x": Field((3,), "float32"), "y": Field((), "int32", ("no", "yes")),
+          "g": Field((), "int32"), "t": Field((), "float64")}
+
+
+def test_field_and_task_normalise_their_arguments():
+  field = Field([2, 3], np.float32)
+  assert field == Field((2, 3), "float32") and field.dtype == "float32"
+  task = Task("classification", "x", "y", 2, groups="g", timestamp="t")
+  assert (task.inputs, task.groups) == (("x",), ("g",))
+  assert task.fields_used() == ("x", "y", "g", "t")
+
+
+@pytest.mark.parametrize("args,message", [
+    (("ranking", "x", "y", 2), "choose one of"),
+    (("classification", (), "y", 2), "at least one input"),
+    (("classification", "x", None, 2), "needs target"),
+    (("none", "x", "y", 0), "has no target"),
+    (("classification", "x", "y", 0), "num_classes=0"),
+    (("regression", "x", "t", 3), "num_classes=3"),
+])
+def test_bad_tasks_are_config_errors(args, message):
+  with pytest.raises(ConfigError, match=message):
+    Task(*args)
+
+
+@pytest.mark.parametrize("fields,task,message", [
+    ({**FIELDS}, Task("classification", "x", "z", 2), r"does not have"),
+    ({**FIELDS, "y": Field((2,), "int32")}, Task("classification", "x", "y", 2), "integer scalar"),
+    ({**FIELDS, "y": Field((), "float32")}, Task("classification", "x", "y", 2), "integer scalar"),
+    ({**FIELDS}, Task("classification", "x", "y", 3), "names 2 classes"),
+    ({**FIELDS}, Task("multilabel", "x", "x", 2), r"must have shape \(2,\)"),
+    ({**FIELDS}, Task("regression", "x", "y", 0), "must be float"),
+    ({**FIELDS}, Task("classification", "x", "y", 2, groups="x"), "integer scalars"),
+    ({**FIELDS}, Task("classification", "x", "y", 2, timestamp="x"), "scalar field"),
+    ({**FIELDS, "mask": Field((), "float32")}, Task("classification", "x", "y", 2), "reserved"),
+    ({**FIELDS, "z": (3,)}, Task("classification", "x", "y", 2), "not jaxml.data.Field"),
+])
+def test_tasks_that_do_not_fit_the_fields_are_config_errors(fields, task, message):
+  with pytest.raises(ConfigError, match=message):
+    Dataset(SPLIT, SPLIT, fields, task, name="toy")
+
+
+def test_bad_fields_are_config_errors():
+  with pytest.raises(ConfigError, match="fixed sizes"):
+    Field((-1, 3), "float32")
+  with pytest.raises(ConfigError, match="not a NumPy dtype"):
+    Field((), "floaty")
+  with pytest.raises(ConfigError, match="integer field"):
+    Field((), "float32", ("a", "b"))
+
+
+def test_derived_num_classes_and_input_shape():
+  dataset = Dataset(SPLIT, SPLIT, FIELDS, Task("classification", "x", "y", 2, groups="g"))
+  assert (dataset.num_classes, dataset.input_shape) == (2, (3,))
+  with pytest.raises(TypeError):
+    dataset.fields["x"] = Field((4,), "float32")  # the description is read-only
+  # Windows of steps: input_shape is per step (what the sequence models are built from).
+  windows = Dataset(SPLIT, SPLIT, {"frames": Field((5, 8, 8, 3), "float32")},
+                    Task("none", "frames", None, 0))
+  assert (windows.num_classes, windows.input_shape) == (0, (8, 8, 3))
+  with pytest.raises(ConfigError, match="needs a classification dataset"):
+    check_labels(windows, 10)
+
+
+def test_check_examples_names_the_mismatch():
+  check_examples(SPLIT, FIELDS, [0, 3])
+  with pytest.raises(ConfigError, match=r"reads fields \['g', 't', 'x', 'y'\] but describes"):
+    check_examples(SPLIT, {"x": FIELDS["x"]})
+  with pytest.raises(ConfigError, match=r"field 'x' reads as float32\[1, 3\], described as "
+                                        r"float32\[1, 4\]"):
+    check_examples(SPLIT, {**FIELDS, "x": Field((4,), "float32")})
+
+
+def misdescribed(data_config):
+  """A plug-in whose images are float64 though it describes them as float32."""
+  del data_config
+  split = ArraySplit({"image": np.zeros((3, 2, 2, 1)), "label": np.zeros(3, np.int32)})
+  return image_classification(split, split, (2, 2, 1), 2)
+
+
+def test_a_plugin_that_reads_other_than_it_describes_is_refused():
+  source = "tests.data.test_base:misdescribed"
+  with pytest.raises(ConfigError, match=r"plug-in .*misdescribed.*'image' reads as float64"):
+    load_dataset(ml_collections.ConfigDict({"source": source}))
