@@ -43,6 +43,15 @@ def test_default_digits_prints_accuracy_above_chance(tmp_path):
   assert f"eval/accuracy={summary['eval/accuracy']:.4f}" in proc.stdout
 
 
+def test_adult_tabular_classifier_beats_the_majority_class(tmp_path):
+  """Examples that are not images: UCI Adult's feature vectors through the same classifier."""
+  proc = run_launcher("experiments/classifier.py:adult,smoke", tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  summary = json.load(open(tmp_path / "artifacts" / "summary.json"))
+  majority = 1 - 0.2362  # the test split's share of incomes <= 50K
+  assert summary["eval/accuracy"] > majority + 0.04, summary["eval/accuracy"]
+
+
 BAD_INPUTS = [
     (["--config.no_such_key=1"], "no_such_key"),
     (["--config.batch_size=abc"], "batch_size"),

@@ -23,20 +23,22 @@ from jaxml.errors import ConfigError
 from jaxml.losses.classification import cross_entropy, masked_cross_entropy
 from jaxml.privacy import accounting, dp_sgd, ghost
 
-INPUT, TARGET = "image", "label"
 
 
 def build(config, dataset) -> Algorithm:
+  """A classifier of the data's task: its input field in, its integer target out."""
+  inputs, target = fields_of(dataset)
   classes = num_classes(config, dataset)
   check_labels(dataset, classes)
   make_model = lambda rngs: models.create(config.model, num_classes=classes,
-                                          input_shape=dataset.input_shape, rngs=rngs)
+                                          input_shape=dataset.fields[inputs].shape, rngs=rngs)
   tx = make_optimizer(config.optimizer, config.num_steps)
   init = lambda key: TrainState.create(make_model(nnx.Rngs(params=key)), tx)
-  common = dict(init=init, eval_step=make_eval_step(), features=features, target=TARGET,
+  common = dict(init=init, eval_step=make_eval_step(inputs, target),
+                features=make_features(inputs), target=target,
                 headline=("eval/accuracy", "probe/test_accuracy"))
   if not config.dp.enabled:
-    return Algorithm(train_step=make_train_step(config, tx), **common)
+    return Algorithm(train_step=make_train_step(config, tx, inputs, target), **common)
   dp_plan = _dp_plan(config, dataset)  # raises ConfigError on a bad or unaffordable dp block
   try:
     ghost.check_per_example(nnx.eval_shape(lambda: make_model(nnx.Rngs(0))))
@@ -44,11 +46,20 @@ def build(config, dataset) -> Algorithm:
     raise ConfigError(f"dp: {err}") from None
   tracker = accounting.BudgetTracker(dp_plan.spec)
   return Algorithm(
-      train_step=make_dp_train_step(config, tx, dp_plan),
+      train_step=make_dp_train_step(config, tx, dp_plan, inputs, target),
       # Batches are sampled as the accounting assumes (Poisson, padded with a mask).
       sampler=BatchSampler(dp_sgd.batch_sampler(dp_plan, len(dataset.train)),
                            dp_plan.batch_size),
       host_metrics=lambda step: {"dp/epsilon": tracker.epsilon_at(step)}, **common)
+
+
+def fields_of(dataset) -> tuple[str, str]:
+  """(input field, target field) of a classification data set; ConfigError otherwise."""
+  task = dataset.task
+  if task.kind != "classification" or len(task.inputs) != 1:
+    raise ConfigError(f"data {dataset.name!r} is a {task.kind!r} task with inputs "
+                      f"{list(task.inputs)}; this algorithm needs classification from one input")
+  return task.inputs[0], task.target
 
 
 def num_classes(config, dataset) -> int:
@@ -60,17 +71,17 @@ def _dp_plan(config, dataset) -> dp_sgd.DpSgdPlan:
                      num_steps=config.num_steps, num_devices=jax.device_count())
 
 
-def make_train_step(config, tx):
+def make_train_step(config, tx, input_field: str, target: str):
   smoothing = float(config.label_smoothing)
 
   def train_step(state: TrainState, batch, key):
-    inputs = augment.augment(rng.stream(key, "augment"), batch[INPUT], config.augment)
+    inputs = augment.augment(rng.stream(key, "augment"), batch[input_field], config.augment)
 
     def loss_fn(params):
       # copy=True: BatchNorm statistics are mutated inside grad, at a deeper trace level.
       model = nnx.merge(state.graphdef, params, state.model_state, copy=True)
       logits = model(inputs, train=True)
-      ce = masked_cross_entropy(logits, batch[TARGET], label_smoothing=smoothing)
+      ce = masked_cross_entropy(logits, batch[target], label_smoothing=smoothing)
       return ce.mean, (ce, split_model(model)[2])
 
     (loss, (ce, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -80,30 +91,31 @@ def make_train_step(config, tx):
   return train_step
 
 
-def make_dp_train_step(config, tx, dp_plan: dp_sgd.DpSgdPlan):
+def make_dp_train_step(config, tx, dp_plan: dp_sgd.DpSgdPlan, input_field: str, target: str):
   """DP-SGD: clipped per-example gradients, Gaussian noise, then the optimizer."""
-  loss = lambda logits, examples: cross_entropy(logits, examples[TARGET])
+  loss = lambda logits, examples: cross_entropy(logits, examples[target])
 
   def train_step(state: TrainState, batch, key):
-    inputs = augment.augment(rng.stream(key, "augment"), batch[INPUT], config.augment)
-    private_grad = dp_sgd.private_gradient(dp_plan, loss, state.graphdef, INPUT)
+    inputs = augment.augment(rng.stream(key, "augment"), batch[input_field], config.augment)
+    private_grad = dp_sgd.private_gradient(dp_plan, loss, state.graphdef, input_field)
     grads, losses, valid, info = private_grad(rng.stream(key, "dp_noise"), state.params,
-                                              state.model_state, {**batch, INPUT: inputs})
+                                              state.model_state, {**batch, input_field: inputs})
     count = jnp.maximum(jnp.sum(valid), 1)
     return state.apply_gradients(tx, grads), {"loss": jnp.sum(losses) / count, **info}
 
   return train_step
 
 
-def make_eval_step():
+def make_eval_step(input_field: str, target: str):
   def eval_step(state: TrainState, batch):
-    ce = masked_cross_entropy(state.model()(batch[INPUT], train=False), batch[TARGET],
+    ce = masked_cross_entropy(state.model()(batch[input_field], train=False), batch[target],
                               batch["mask"])
     return {"loss": ce.total, "accuracy": ce.correct, "count": ce.count}
 
   return eval_step
 
 
-def features(state: TrainState, batch) -> jax.Array:
-  """Pre-head features of the inputs in eval mode: what a linear probe is fitted on."""
-  return state.model().features(batch[INPUT], train=False)
+def make_features(input_field: str):
+  """Pre-head features of the inputs in eval mode: what a linear probe is fitted on (any
+  model of `jaxml.models` has `features`)."""
+  return lambda state, batch: state.model().features(batch[input_field], train=False)

@@ -108,9 +108,10 @@ def validate(config, dataset) -> None:
     raise ConfigError(f"data.context={config.data.context} exceeds model.context="
                       f"{config.model.context}")
   return_bins(config)
-  dt.num_patches(dataset.input_shape, config.model.patch_size)
-  if tuple(dataset.input_shape) != frame_shape(config):
-    raise ConfigError(f"the data's frames are {tuple(dataset.input_shape)}, the model's "
+  frames = tuple(dataset.fields["frame"].shape[1:])  # [context, *frame] per example
+  dt.num_patches(frames, config.model.patch_size)
+  if frames != frame_shape(config):
+    raise ConfigError(f"the data's frames are {frames}, the model's "
                       f"{frame_shape(config)}")
   if suite(config) == "atari" and config.play.envs > 0 and frame_shape(config) != \
       atari.FRAME_SHAPE:

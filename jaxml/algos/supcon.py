@@ -20,6 +20,7 @@ from flax import nnx
 
 from jaxml import models
 from jaxml.algos.base import Algorithm
+from jaxml.algos.classifier import fields_of, make_features
 from jaxml.core import rng
 from jaxml.core.optim import make_optimizer
 from jaxml.core.state import TrainState, split_model
@@ -29,7 +30,6 @@ from jaxml.errors import ConfigError
 from jaxml.losses.supcon import supcon_loss_on_mesh
 
 METHODS = ("supcon", "simclr")
-INPUT, TARGET = "image", "label"
 
 
 class SupConNet(nnx.Module):
@@ -55,15 +55,18 @@ def build(config, dataset) -> Algorithm:
   if config.supcon.num_views < 1 or (config.supcon.num_views == 1
                                      and config.supcon.method == "simclr"):
     raise ConfigError(f"supcon.num_views={config.supcon.num_views}: SimCLR needs >= 2 views")
+  inputs, target = fields_of(dataset)  # views of the input; the target defines positives
   check_labels(dataset, dataset.num_classes)
   tx = make_optimizer(config.optimizer, config.num_steps)
   return Algorithm(init=lambda key: init_state(config, dataset, tx, key),
-                   train_step=make_train_step(config, tx), eval_step=make_eval_step(config),
-                   features=features, target=TARGET, headline=("probe/test_accuracy",))
+                   train_step=make_train_step(config, tx, inputs, target),
+                   eval_step=make_eval_step(config, inputs, target),
+                   features=make_features(inputs), target=target,
+                   headline=("probe/test_accuracy",))
 
 
-def _labels(config, batch):
-  return batch[TARGET] if config.supcon.method == "supcon" else None
+def _labels(config, batch, target: str):
+  return batch[target] if config.supcon.method == "supcon" else None
 
 
 def _loss_kwargs(config) -> dict:
@@ -75,7 +78,7 @@ def _loss_kwargs(config) -> dict:
 def init_state(config, dataset, tx, key) -> TrainState:
   rngs = nnx.Rngs(params=key)
   encoder = models.create(config.model, num_classes=dataset.num_classes,
-                          input_shape=dataset.input_shape, rngs=rngs)
+                          input_shape=dataset.fields[dataset.task.inputs[0]].shape, rngs=rngs)
   hidden = int(config.supcon.get("projection_hidden", 0)) or encoder.feature_dim
   net = SupConNet(encoder, hidden, int(config.supcon.projection_dim), rngs=rngs)
   return TrainState.create(net, tx)
@@ -89,13 +92,14 @@ def _project_views(graphdef, params, model_state, views, train: bool):
   return z.reshape(b, v, -1), split_model(net)[2]
 
 
-def make_train_step(config, tx):
+def make_train_step(config, tx, input_field: str, target: str):
   num_views = int(config.supcon.num_views)
   kwargs = _loss_kwargs(config)
 
   def train_step(state: TrainState, batch, key):
-    views = augment.views(rng.stream(key, "augment"), batch[INPUT], config.augment, num_views)
-    labels = _labels(config, batch)
+    views = augment.views(rng.stream(key, "augment"), batch[input_field], config.augment,
+                          num_views)
+    labels = _labels(config, batch, target)
 
     def loss_fn(params):
       z, model_state = _project_views(state.graphdef, params, state.model_state, views, True)
@@ -108,22 +112,18 @@ def make_train_step(config, tx):
   return train_step
 
 
-def make_eval_step(config):
+def make_eval_step(config, input_field: str, target: str):
   """Contrastive loss on test batches with fixed augmentations (padding rows excluded)."""
   num_views = int(config.supcon.num_views)
   kwargs = _loss_kwargs(config)
 
   def eval_step(state: TrainState, batch):
-    views = augment.views(jax.random.key(0), batch[INPUT], config.augment, num_views)
+    views = augment.views(jax.random.key(0), batch[input_field], config.augment, num_views)
     z, _ = _project_views(state.graphdef, state.params, state.model_state, views, False)
     valid = batch["mask"] > 0
-    loss = supcon_loss_on_mesh(z, _labels(config, batch), valid=valid, **kwargs)
+    loss = supcon_loss_on_mesh(z, _labels(config, batch, target), valid=valid, **kwargs)
     count = jnp.sum(batch["mask"])
     return {"loss": loss * count, "count": count}
 
   return eval_step
 
-
-def features(state: TrainState, batch) -> jax.Array:
-  """Pre-projection encoder features in eval mode: what the linear probe is fitted on."""
-  return state.model().features(batch[INPUT], train=False)

@@ -66,11 +66,16 @@ def build(config, dataset) -> Algorithm:
   parts = (("action_loss",) if config.objective == "bc" else
            ("planner_loss", "inverse_accuracy"))
   return Algorithm(
-      init=lambda key: init_state(config, dataset.input_shape, tx, key),
+      init=lambda key: init_state(config, frame_shape_of(dataset), tx, key),
       train_step=make_train_step(config, tx), eval_step=make_eval_step(config),
       final_metrics=lambda state: final_metrics(config, dataset, state, policy),
       headline=tuple(f"eval/{p}" for p in parts) + (
           "control/seen/success", "control/heldout/success", "plan/consistency_error"))
+
+
+def frame_shape_of(dataset) -> tuple[int, ...]:
+  """[H, W, 3]: one frame of the windows' `video` field [horizon + 1, H, W, 3]."""
+  return tuple(dataset.fields["video"].shape[1:])
 
 
 def validate(config, dataset) -> None:
@@ -90,7 +95,7 @@ def validate(config, dataset) -> None:
     raise ConfigError("plan.text_drop must be in [0, 1) and plan.sample_steps >= 1")
   if not 0 < config.inverse.data_fraction <= 1:
     raise ConfigError(f"inverse.data_fraction={config.inverse.data_fraction} must be in (0, 1]")
-  height, width = dataset.input_shape[:2]
+  height, width = frame_shape_of(dataset)[:2]
   for name in ("planner", "superres"):
     net = config.model[name]
     factor = net.patch_size * 2 ** (len(net.mults) - 1)

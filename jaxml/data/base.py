@@ -208,15 +208,6 @@ class Dataset:
     """`task.num_classes`; kept for algorithms written before `task` existed."""
     return self.task.num_classes
 
-  @property
-  def input_shape(self) -> tuple[int, ...]:
-    """The first input field's per-example shape; kept for algorithms written before `fields`.
-
-    For kind "none" (windows of steps) it is the per-step shape: the field's shape without its
-    leading window axis, which is what the sequence models were built from.
-    """
-    shape = self.fields[self.task.inputs[0]].shape
-    return shape[1:] if self.task.kind == "none" else shape
 
 
 def image_classification(train: Split, test: Split, image_shape, num_classes: int,

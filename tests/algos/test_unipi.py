@@ -14,6 +14,7 @@ import jaxml.trained
 from jaxml import runner
 from jaxml.algos import unipi
 from jaxml.data import load_dataset
+from jaxml.data.base import Field
 from jaxml.data.sources import babyai as babyai_source
 from jaxml.envs import babyai, closed_loop
 from jaxml.models import diffusion
@@ -202,7 +203,7 @@ def test_behaviour_cloning_baseline_trains_and_acts(tmp_path):
 
 
 def test_bad_plan_settings_are_config_errors():
-  dataset = types.SimpleNamespace(input_shape=(24, 24, 3))
+  dataset = types.SimpleNamespace(fields={"video": Field((9, 24, 24, 3), "float32")})
   config = unipi_config.get_config("smoke")
   config.data.horizon = 7
   with pytest.raises(unipi.ConfigError, match="horizon"):
@@ -213,7 +214,8 @@ def test_bad_plan_settings_are_config_errors():
     unipi.validate(config, dataset)
   config = unipi_config.get_config("smoke")
   with pytest.raises(unipi.ConfigError, match="patches"):
-    unipi.validate(config, types.SimpleNamespace(input_shape=(26, 26, 3)))
+    unipi.validate(config, types.SimpleNamespace(
+        fields={"video": Field((9, 26, 26, 3), "float32")}))
 
 
 def test_frozen_t5_embeddings_replace_the_learned_encoder(tmp_path):

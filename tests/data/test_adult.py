@@ -39,7 +39,7 @@ def test_uci_split_sizes_label_balance_and_task(dataset):
   task = dataset.task
   assert (task.kind, task.inputs, task.target, task.num_classes, task.groups) == (
       "classification", ("features",), "income", 2, ("sex", "race"))
-  assert dataset.input_shape == (108,) and dataset.num_classes == 2
+  assert dataset.fields["features"].shape == (108,) and dataset.num_classes == 2
   assert dataset.fields["income"].categories == ("<=50K", ">50K")
   assert dataset.fields["sex"].categories == ("Female", "Male")
   assert dataset.fields["race"].categories[0] == "White"
@@ -103,7 +103,7 @@ def test_the_test_split_does_not_leak_into_the_encoding(dataset, tmp_path):
 
 def test_drop_leaves_columns_out_of_the_features():
   dataset = load_dataset(config(drop=("sex", "race", "fnlwgt")))
-  assert dataset.input_shape == (108 - 2 - 5 - 1,)
+  assert dataset.fields["features"].shape == (108 - 2 - 5 - 1,)
   assert "sex" in dataset.fields  # still a group, only not a feature
   with pytest.raises(ConfigError, match="not feature columns"):
     load_dataset(config(drop=("income",)))

@@ -37,7 +37,7 @@ def dataset(root):
 
 
 def test_windows_start_at_every_step_and_pad_at_the_end(root, dataset):
-  assert dataset.task.kind == "none" and dataset.input_shape == (24, 24, 3)
+  assert dataset.task.kind == "none" and dataset.fields["video"].shape[1:] == (24, 24, 3)
   assert dataset.fields["level"].categories == ("goto", "pickup", "putnext")
   train = babyai.read_episodes(f"{root}/goto/train.npz")[:3]  # 4 episodes: 3 train, 1 test
   assert len(dataset.train) == sum(len(e["actions"]) for level in babyai.LEVELS

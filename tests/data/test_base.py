@@ -62,15 +62,14 @@ def test_bad_fields_are_config_errors():
     Field((), "float32", ("a", "b"))
 
 
-def test_derived_num_classes_and_input_shape():
+def test_derived_num_classes_and_read_only_fields():
   dataset = Dataset(SPLIT, SPLIT, FIELDS, Task("classification", "x", "y", 2, groups="g"))
-  assert (dataset.num_classes, dataset.input_shape) == (2, (3,))
+  assert dataset.num_classes == 2
   with pytest.raises(TypeError):
     dataset.fields["x"] = Field((4,), "float32")  # the description is read-only
-  # Windows of steps: input_shape is per step (what the sequence models are built from).
   windows = Dataset(SPLIT, SPLIT, {"frames": Field((5, 8, 8, 3), "float32")},
                     Task("none", "frames", None, 0))
-  assert (windows.num_classes, windows.input_shape) == (0, (8, 8, 3))
+  assert windows.num_classes == 0
   with pytest.raises(ConfigError, match="needs a classification dataset"):
     check_labels(windows, 10)
 

@@ -100,7 +100,7 @@ def expected_window(episode, game, start, stack):
 @pytest.mark.parametrize("stack", [4, 2])
 def test_windows_match_their_definition(data_dir, stack):
   dataset = rlu_atari.load(config(data_dir, frame_stack=stack))
-  assert dataset.task.kind == "none" and dataset.input_shape == (84, 84, stack)
+  assert dataset.task.kind == "none" and dataset.fields["frame"].shape[1:] == (84, 84, stack)
   assert dataset.fields["game"].categories == GAMES
   assert dataset.name == "rlu_atari:Pong_run_1,Breakout_run_1"
   episodes = {g: reference(data_dir, game) for g, game in enumerate(GAMES)}

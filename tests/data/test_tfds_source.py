@@ -10,7 +10,7 @@ from jaxml.data.sources import tfds as tfds_source
 from jaxml.errors import ConfigError
 
 NUM_EXAMPLES = 12
-# name -> (input_shape, num_classes), from the real TFDS metadata the mock reuses.
+# name -> (image shape, num_classes), from the real TFDS metadata the mock reuses.
 MOCKED = {"mnist": ((28, 28, 1), 10), "cifar10": ((32, 32, 3), 10)}
 
 
@@ -28,7 +28,7 @@ def mocked(request):
 def test_shapes_dtypes_and_ranges(mocked):
   name, dataset = mocked
   shape, num_classes = MOCKED[name]
-  assert (dataset.input_shape, dataset.num_classes, dataset.name) == (shape, num_classes, name)
+  assert (dataset.fields["image"].shape, dataset.num_classes, dataset.name) == (shape, num_classes, name)
   for split in (dataset.train, dataset.test):
     assert len(split) == NUM_EXAMPLES
     batch = split.read(np.arange(NUM_EXAMPLES))
@@ -67,7 +67,7 @@ def test_reads_are_deterministic(mocked):
 def test_empty_and_out_of_range_reads(mocked):
   _, dataset = mocked
   empty = dataset.train.read(np.array([], np.int64))
-  assert empty["image"].shape == (0, *dataset.input_shape) and empty["image"].dtype == np.float32
+  assert empty["image"].shape == (0, *dataset.fields["image"].shape) and empty["image"].dtype == np.float32
   assert empty["label"].shape == (0,) and empty["label"].dtype == np.int32
   with pytest.raises(IndexError):
     dataset.train.read(np.array([0, NUM_EXAMPLES]))
@@ -140,7 +140,7 @@ def tiny_config(data_dir, **fields):
 
 def test_prepared_array_record_dataset_end_to_end(tiny_data_dir):
   dataset = tfds_source.load(tiny_config(tiny_data_dir))
-  assert (dataset.input_shape, dataset.num_classes) == ((4, 5, 3), 3)
+  assert (dataset.fields["image"].shape, dataset.num_classes) == ((4, 5, 3), 3)
   assert (len(dataset.train), len(dataset.test)) == (6, 3)
   # Prepared files are shuffled by TFDS, so compare as sets of (label, PNG-exact pixels).
   batch = dataset.test.read(np.arange(3))
