@@ -242,7 +242,7 @@ class PlayMode:
   return_ranges: tuple[tuple[float, float], ...] = ()
 
   @classmethod
-  def of(cls, config) -> "PlayMode":
+  def of(cls, config) -> PlayMode:
     play = config.play
     if config.objective == "bc":
       returns = "none"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +51,7 @@ class Steps:
   host_metrics: Callable | None = None
 
   @classmethod
-  def build(cls, algo, config, dataset, mesh) -> "Steps":
+  def build(cls, algo, config, dataset, mesh) -> Steps:
     replicated = mesh_lib.replicated(mesh)
     data = mesh_lib.data_sharding(mesh)
     init_fn = lambda key: algo.init_state(config, dataset, key)

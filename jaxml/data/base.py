@@ -8,7 +8,8 @@ is what makes the data order a pure function of (seed, step), and so makes resum
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Protocol
+from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 

@@ -12,7 +12,6 @@ from experiments import mgdt as mgdt_config
 from jaxml import runner
 from tests.algos import smoke
 from jaxml.algos import mgdt
-from jaxml.core.state import TrainState
 from jaxml.envs import minatar
 from jaxml.models import decision_transformer as dt
 
