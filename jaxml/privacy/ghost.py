@@ -123,7 +123,8 @@ def _conv_supported(conv: nnx.Conv, inputs_ndim: int) -> bool:
 def _conv_patches(conv: nnx.Conv, inputs: jax.Array) -> jax.Array:
   """im2col patches [B, *out_spatial, C_in * prod(kernel)] (C_in-major), as the conv sees them."""
   rank = len(conv.kernel_size)
-  broadcast = lambda v: (1,) * rank if v is None else (v,) * rank if isinstance(v, int) else tuple(v)
+  broadcast = lambda v: ((1,) * rank if v is None else (v,) * rank if isinstance(v, int)
+                         else tuple(v))
   spatial = "DHW"[3 - rank:] if rank <= 3 else "".join(chr(ord("a") + i) for i in range(rank))
   return jax.lax.conv_general_dilated_patches(
       inputs, conv.kernel_size, broadcast(conv.strides),
@@ -285,5 +286,6 @@ def ghost_clipped_grad(loss_fn: Callable[[nnx.Module, Any], jax.Array], l2_clip_
 
 def logits_loss(per_example_loss: Callable[[jax.Array, Any], jax.Array],
                 input_key: str = "image") -> Callable[[nnx.Module, Any], jax.Array]:
-  """loss_fn(model, examples) = per_example_loss(model(examples[input_key], train=True), examples)."""
+  """loss_fn(model, examples) = per_example_loss(model(x, train=True), examples), with x =
+  examples[input_key]."""
   return lambda model, examples: per_example_loss(model(examples[input_key], train=True), examples)
