@@ -362,8 +362,9 @@ def print_environment(args):
     print(f"model {name}: {DESCRIPTION[name]}")
   print(f"sizes: batches {args.batches}, float32, clip C={CLIP}, noise multiplier {SIGMA}, "
         f"SGD lr {LR}; noise scaled by the batch size (noisy_mean); up to {args.repeats} timed "
-        f"repeats per method after 2 warm-up steps and a calibration, each repeat >= {args.min_repeat_s}s of "
-        f"steps, at most ~{args.max_seconds_per_method}s per method (min 3 repeats; one timed "
+        f"repeats per method after 2 warm-up steps and a calibration, each repeat >= "
+        f"{args.min_repeat_s}s of steps, at most ~{args.max_seconds_per_method}s per method "
+        f"(min 3 repeats; one timed "
         f"step if a step takes > {args.max_step_s}s); medians")
 
 

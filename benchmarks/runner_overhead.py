@@ -18,7 +18,6 @@ import tempfile
 import time
 
 import jax
-import numpy as np
 
 from experiments import classifier as classifier_config
 from jaxml import runner

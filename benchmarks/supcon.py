@@ -188,7 +188,8 @@ def print_environment(args):
   print("SupCon loss + gradient w.r.t. features: jaxml (sharded / one device) vs PyTorch")
   print(f"machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPU cores")
   print(f"python {platform.python_version()}, jax {jax.__version__}, "
-        f"jaxlib {importlib.metadata.version('jaxlib')}, torch {torch.__version__}, numpy {np.__version__}")
+        f"jaxlib {importlib.metadata.version('jaxlib')}, torch {torch.__version__}, "
+        f"numpy {np.__version__}")
   print("load average (1, 5, 15 min) at start: "
         + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
   print(f"jax devices: {jax.device_count()} x {jax.devices()[0].platform} (simulated); "

@@ -51,7 +51,7 @@ def plot(stats: dict, path: str) -> None:
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
   fig = Figure(figsize=(5, 3.2))
   ax = fig.subplots()
-  for i, (method, s) in enumerate(stats.items()):
+  for i, s in enumerate(stats.values()):
     ax.bar(i, 100 * s["probe_mean"], yerr=100 * s["probe_sd"], alpha=0.6, capsize=4)
     ax.scatter([i] * len(s["probe"]), [100 * a for a in s["probe"]], color="k", s=12, zorder=3)
   ax.set_xticks(range(len(stats)), list(stats))

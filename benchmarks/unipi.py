@@ -12,6 +12,7 @@ second over the device's peak).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -63,7 +64,7 @@ def bench(size: str, plans: list[int], repeats: int) -> list[str]:
     tokens = jnp.asarray(batch["tokens"][:n])
     plan = jax.jit(lambda s, f, t, k: unipi.plan_actions(config, unipi.ema_model(s), f, t, k,
                                                          config.plan.guidance))
-    plan_s = _median_seconds(lambda: plan(state, frames, tokens, key)[0], repeats)
+    plan_s = _median_seconds(functools.partial(plan, state, frames, tokens, key), repeats)
     plan_flops = _flops(plan, state, frames, tokens, key)
     # One guided planner call (conditional + unconditional halves), the sampler's unit.
 
@@ -76,7 +77,7 @@ def bench(size: str, plans: list[int], repeats: int) -> list[str]:
           z, jnp.full((f.shape[0],), 0.5))
 
     call = jax.jit(one_call)
-    call_s = _median_seconds(lambda: call(state, frames, tokens), repeats)
+    call_s = _median_seconds(functools.partial(call, state, frames, tokens), repeats)
     calls = config.plan.sample_steps * (2 if config.plan.hierarchy else 1)
     rows.append(f"| {size} | plan of {n} ({config.plan.sample_steps} DDIM steps × "
                 f"{'2 models' if config.plan.hierarchy else '1 model'}) | "

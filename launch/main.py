@@ -46,7 +46,8 @@ def parse_flags(argv):
     config = _CONFIG.value  # loading errors in the config file surface here
     if config is None:
       _fail("--config is required, e.g. --config experiments/classifier.py:smoke")
-    config.algo  # pylint: disable=pointless-statement  # a deferred load error raises here
+    # Reading a field is the point: a deferred load error raises here.
+    config.algo  # noqa: B018  # pylint: disable=pointless-statement
   except flags.Error as err:
     _fail(_one_line(err))
   except (ValueError, KeyError, AttributeError, TypeError, ImportError, OSError) as err:

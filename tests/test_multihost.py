@@ -37,7 +37,7 @@ def test_two_processes_match_one_process_with_8_devices(config, tmp_path):
       cwd=REPO, env=launcher_env(devices=4), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True) for i in range(2)]
   outs = [p.communicate(timeout=400) for p in procs]
-  for p, (out, err) in zip(procs, outs):
+  for p, (_, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   assert "final " in outs[0][0] and "final " not in outs[1][0]  # only process 0 reports
 

@@ -5,7 +5,6 @@ import json
 import struct
 
 import chex
-import jax
 import numpy as np
 import pytest
 

@@ -290,7 +290,8 @@ def report(config, rows, probe_accuracy: float, workdir: str | None, *, delta: f
   summary.update({"accuracy/nonprivate_probe": probe_accuracy, "delta": delta,
                   "num_private_train": num_train, "feature_dim": feature_dim,
                   "ordering": order, "preempted": False,
-                  "outputs": "results.jsonl, artifacts/table.md, artifacts/accuracy_vs_epsilon.png"})
+                  "outputs": "results.jsonl, artifacts/table.md, "
+                             "artifacts/accuracy_vs_epsilon.png"})
   if workdir is None:
     return summary
   artifacts = os.path.join(workdir, "artifacts")

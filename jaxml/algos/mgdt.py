@@ -10,11 +10,11 @@ with every return token replaced by bin 0 and no return or reward loss.
 Play (`final_metrics`, after training): `play.envs` environments of every game at once in one
 jitted rollout. At each step the agent asks for an expert return, sampled from
 p(R | history) · exp(κ · (R - low) / (high - low)) (`play.kappa`; κ = 0 is the model's own
-distribution) or as the best of `play.best_of` samples, or a fixed `play.target_return`; then
-samples (`play.fixed_return`: the bin of `play.target_return`). Then it samples the action at temperature `play.temperature` among the valid actions whose
-probability lies in the top `play.top_percentile` percent. Scores per game: mean return of
-each environment's first episode, normalised so 0 is the dataset's random policy and 1 its
-best episode, and the inter-quartile mean (IQM) of those scores across games.
+distribution) or as the best of `play.best_of` samples, or fixed (`play.fixed_return`: the bin
+of `play.target_return`). Then it samples the action at temperature `play.temperature` among
+the valid actions whose probability lies in the top `play.top_percentile` percent. Scores per
+game: mean return of each environment's first episode, normalised so 0 is the dataset's random
+policy and 1 its best episode, and the inter-quartile mean (IQM) of those scores across games.
 
 Two suites. MinAtar (`episodes:` data from `jaxml.envs.collect`): 10x10x10 frames, 6 actions,
 played inside one jitted rollout, scores normalised by the dataset's manifest. Atari
@@ -243,7 +243,7 @@ class PlayMode:
   return_ranges: tuple[tuple[float, float], ...] = ()
 
   @classmethod
-  def of(cls, config) -> "PlayMode":
+  def of(cls, config) -> PlayMode:
     play = config.play
     if config.objective == "bc":
       returns = "none"

@@ -26,7 +26,7 @@ class TrainState:
   graphdef: Any = struct.field(pytree_node=False, default=None)
 
   @classmethod
-  def create(cls, model: nnx.Module, tx) -> "TrainState":
+  def create(cls, model: nnx.Module, tx) -> TrainState:
     """Step 0 state of `model` (split into its functional parts) with `tx`'s state."""
     graphdef, params, model_state = split_model(model)
     return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),

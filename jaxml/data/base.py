@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Mapping, Protocol
+from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 

@@ -18,7 +18,8 @@ leak through `0 * nan`) and weigh 0 in every sum.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import flax.struct
 import jax

@@ -7,7 +7,7 @@ per x value, and a line plot with error bars. Host-only (rule 4).
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 

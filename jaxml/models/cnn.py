@@ -11,7 +11,7 @@ instead of failing on a zero-sized map after the third stage.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from flax import nnx
 import jax

@@ -6,7 +6,7 @@ Config fields (all optional): `hidden`, a tuple of hidden widths (default (256, 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from flax import nnx
 import jax

@@ -66,7 +66,8 @@ def norm_layer(kind: str, channels: int, *, zero_scale: bool = False, rngs: nnx.
     return nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, scale_init=scale_init, rngs=rngs)
   if kind == "group":
     groups = math.gcd(MAX_GROUPS, channels)
-    return nnx.GroupNorm(channels, num_groups=groups, epsilon=1e-5, scale_init=scale_init, rngs=rngs)
+    return nnx.GroupNorm(channels, num_groups=groups, epsilon=1e-5, scale_init=scale_init,
+                         rngs=rngs)
   if kind == "layer":
     return nnx.LayerNorm(
         channels,

@@ -49,7 +49,7 @@ import fractions
 import functools
 import logging
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import dp_accounting
 from dp_accounting import pld

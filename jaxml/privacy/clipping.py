@@ -33,9 +33,13 @@ MASK_KEY = "mask"
 class ClippedGrad:
   """Sum over examples of per-example gradients, each clipped to L2 norm <= l2_clip_norm."""
   grads: Any  # pytree like params: sum_i clip(g_i)
-  norms: jax.Array  # [B] per-example gradient L2 norms before clipping (0 for padding/non-finite rows)
-  num_nonfinite: jax.Array  # int32 count of valid rows whose gradient was non-finite (zeroed, excluded)
-  sensitivity: float = struct.field(pytree_node=False)  # L2 sensitivity of `grads` to adding/removing one example (= l2_clip_norm, or the norm of per-layer clips)
+  # [B] per-example gradient L2 norms before clipping (0 for padding/non-finite rows).
+  norms: jax.Array
+  # int32 count of valid rows whose gradient was non-finite (zeroed, excluded).
+  num_nonfinite: jax.Array
+  # L2 sensitivity of `grads` to adding/removing one example (= l2_clip_norm, or the norm of
+  # the per-layer clips).
+  sensitivity: float = struct.field(pytree_node=False)
 
 
 # ---------------------------------------------------------------------------------------------

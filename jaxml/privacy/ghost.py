@@ -123,7 +123,8 @@ def _conv_supported(conv: nnx.Conv, inputs_ndim: int) -> bool:
 def _conv_patches(conv: nnx.Conv, inputs: jax.Array) -> jax.Array:
   """im2col patches [B, *out_spatial, C_in * prod(kernel)] (C_in-major), as the conv sees them."""
   rank = len(conv.kernel_size)
-  broadcast = lambda v: (1,) * rank if v is None else (v,) * rank if isinstance(v, int) else tuple(v)
+  broadcast = lambda v: ((1,) * rank if v is None else (v,) * rank if isinstance(v, int)
+                         else tuple(v))
   spatial = "DHW"[3 - rank:] if rank <= 3 else "".join(chr(ord("a") + i) for i in range(rank))
   return jax.lax.conv_general_dilated_patches(
       inputs, conv.kernel_size, broadcast(conv.strides),

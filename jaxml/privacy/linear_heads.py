@@ -122,7 +122,7 @@ class LeastSquares:
 
   @classmethod
   def calibrated(cls, sigma_total: float, *, feature_clip: float, l2: float,
-                 l2_noise: float = 0.0, gram_budget: float = 0.5, **unused) -> "LeastSquares":
+                 l2_noise: float = 0.0, gram_budget: float = 0.5, **unused) -> LeastSquares:
     del unused
     return cls(feature_clip, _split(sigma_total, gram_budget, 1),
                _split(sigma_total, 1 - gram_budget, 1), l2, l2_noise)
@@ -158,7 +158,7 @@ class Newton:
   @classmethod
   def calibrated(cls, sigma_total: float, *, feature_clip: float, l2: float, steps: int,
                  num_classes: int, l2_noise: float = 0.0, hessian_budget: float = 0.5,
-                 **unused) -> "Newton":
+                 **unused) -> Newton:
     del unused
     releases = num_classes * steps
     return cls(feature_clip, _split(sigma_total, hessian_budget, releases),
@@ -213,7 +213,7 @@ class FeatureCovariance:
   @classmethod
   def calibrated(cls, sigma_total: float, *, feature_clip: float, l2: float, steps: int,
                  learning_rate: float = 1.0, l2_noise: float = 0.0, gram_budget: float = 0.5,
-                 **unused) -> "FeatureCovariance":
+                 **unused) -> FeatureCovariance:
     del unused
     return cls(feature_clip, _split(sigma_total, gram_budget, 1),
                _split(sigma_total, 1 - gram_budget, steps), l2, steps, learning_rate, l2_noise)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +49,7 @@ class Steps:
   features: Callable | None
 
   @classmethod
-  def build(cls, algorithm: Algorithm, mesh, nonfinite: str = "stop") -> "Steps":
+  def build(cls, algorithm: Algorithm, mesh, nonfinite: str = "stop") -> Steps:
     replicated = mesh_lib.replicated(mesh)
     data = mesh_lib.data_sharding(mesh)
     shapes = jax.eval_shape(algorithm.init, jax.random.key(0))

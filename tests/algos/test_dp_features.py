@@ -10,7 +10,6 @@ from experiments import dp_transfer
 from jaxml import runner
 from jaxml.algos import dp_features
 from jaxml.errors import ConfigError
-from jaxml.privacy import accounting
 
 METHODS = ("least_squares", "newton", "feature_covariance", "sgd")
 

@@ -13,7 +13,6 @@ import jaxml.trained
 from jaxml import runner
 from tests.algos import smoke
 from jaxml.algos import mgdt
-from jaxml.core.state import TrainState
 from jaxml.envs import minatar
 from jaxml.models import decision_transformer as dt
 

@@ -76,7 +76,8 @@ def test_empty_and_out_of_range_reads(mocked):
 @pytest.mark.parametrize("field", ["image_key", "label_key"])
 def test_missing_feature_key_names_available_keys(field):
   with tfds.testing.mock_data(num_examples=2):
-    with pytest.raises(ConfigError, match=r"no feature.*'nope'.*available: \['id', 'image', 'label'\]"):
+    with pytest.raises(ConfigError,
+                       match=r"no feature.*'nope'.*available: \['id', 'image', 'label'\]"):
       tfds_source.load(data_config("tfds:cifar10", **{field: "nope"}))
 
 

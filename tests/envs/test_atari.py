@@ -19,11 +19,13 @@ def test_frames_are_stacked_84x84_grayscale():
   assert previous.shape == (84, 84, 4) and previous.dtype == np.uint8
   assert env.action_space.n == atari.NUM_ACTIONS
   assert not previous[..., :3].any() and previous[..., 3].any()  # zero-padded, newest last
-  for t in range(10):
+  for step in range(1, 11):
     obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
     np.testing.assert_array_equal(obs[..., :3], previous[..., 1:])  # shifted one frame
     previous = obs
-  assert truncated and not terminated and t == 9  # the limit counts agent steps
+    # The limit counts agent steps: truncated at the 10th, not before (a check of the loop
+    # index after the loop could not fail).
+    assert truncated == (step == 10) and not terminated
   env.close()
 
 

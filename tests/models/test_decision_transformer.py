@@ -86,7 +86,8 @@ def test_each_head_sees_only_tokens_before_its_target():
       "return": [False, False, True], "action": [False, False, True], "reward": [False, True, True]}
   # r_1 only informs later steps.
   assert _changed(model, inputs, 3, 1) == {
-      "return": [False, False, True], "action": [False, False, True], "reward": [False, False, True]}
+      "return": [False, False, True], "action": [False, False, True],
+      "reward": [False, False, True]}
 
 
 def test_single_return_token_conditions_on_the_first_return_only():

@@ -120,7 +120,10 @@ def test_ddim_step_clips_and_keeps_z_consistent():
   t, t_next = jnp.array([0.2]), jnp.array([0.1])
   z_next, x0 = diffusion.ddim_step(z, pred, t, t_next, "v", clip=(-1.0, 1.0))
   alpha, sigma = diffusion.cosine_schedule(t)
-  assert x0[0, 0] == 1.0 and x0[0, 1] == pytest.approx(alpha[0] * 0.1, rel=1e-6)
+  # NumPy and Python floats on both sides: pytest.approx reads `expected.flat`, which JAX
+  # arrays do not have (pytest >= 9.2).
+  got = np.asarray(x0)
+  assert got[0, 0] == 1.0 and got[0, 1] == pytest.approx(float(alpha[0]) * 0.1, rel=1e-6)
   eps = (z - alpha[0] * x0) / sigma[0]
   alpha_next, sigma_next = diffusion.cosine_schedule(t_next)
   np.testing.assert_allclose(z_next, alpha_next[0] * x0 + sigma_next[0] * eps, rtol=1e-5)

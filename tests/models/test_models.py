@@ -4,6 +4,7 @@ Widths and images are tiny except where a parameter count is the point; those mo
 built with `nnx.eval_shape`, which allocates nothing.
 """
 
+import functools
 import math
 
 import chex
@@ -121,7 +122,7 @@ def test_published_parameter_counts(fields, num_classes, input_shape, expected):
 
 def test_resnet_feature_dims_at_full_width():
   for depth, dim in [(18, 512), (34, 512), (50, 2048)]:
-    abstract = nnx.eval_shape(lambda: build(10, (32, 32, 3), name="resnet", depth=depth))
+    abstract = nnx.eval_shape(functools.partial(build, 10, (32, 32, 3), name="resnet", depth=depth))
     assert abstract.feature_dim == dim
 
 

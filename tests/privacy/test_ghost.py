@@ -4,6 +4,7 @@ Run as a script (`python tests/privacy/test_ghost.py`) to print ghost vs vmap vs
 timings for the MLP 64-256-256-10 at batch 256 (printed, never asserted).
 """
 
+import operator
 import os
 
 if __name__ == "__main__":  # the same 8 simulated devices as under pytest (conftest.py)
@@ -114,13 +115,13 @@ def test_ghost_equals_python_loop_and_clips_some_examples():
   _, one_example = vmap_reference(graphdef, model_state)
   total, norms = None, []
   for i in range(batch["image"].shape[0]):
-    grad = jax.grad(one_example)(params, jax.tree.map(lambda v: v[i], batch))
+    grad = jax.grad(one_example)(params, jax.tree.map(operator.itemgetter(i), batch))
     norm = float(optax.tree.norm(grad))
     if not batch["mask"][i] or not np.isfinite(norm):
       norms.append(0.0)
       continue
     norms.append(norm)
-    grad = jax.tree.map(lambda g: g * min(1.0, clip / norm), grad)
+    grad = optax.tree.scale(min(1.0, clip / norm), grad)
     total = grad if total is None else jax.tree.map(jnp.add, total, grad)
   assert min(n for n in norms if n) < clip < max(norms)
   np.testing.assert_allclose(result.norms, norms, rtol=1e-4)
