@@ -120,7 +120,8 @@ def build_jax(model_name: str, batch_size: int):
     logits = m(example["image"][None], train=True)
     return optax.softmax_cross_entropy_with_integer_labels(logits, example["label"][None])[0]
 
-  ghost_fn = ghost.ghost_clipped_grad(ghost.logits_loss(per_example_ce, "image"), CLIP, graphdef=graphdef)
+  ghost_fn = ghost.ghost_clipped_grad(ghost.logits_loss(per_example_ce, "image"), CLIP,
+                                      graphdef=graphdef)
   vmap_fn = clipping.clipped_grad(one_example_loss, CLIP)
   jp_fn = jp_clipping.clipped_grad(one_example_loss, l2_clip_norm=CLIP, batch_argnums=1,
                                    keep_batch_dim=False, return_grad_norms=True)

@@ -4,7 +4,6 @@ import glob
 import json
 import struct
 
-import chex
 import numpy as np
 import pytest
 

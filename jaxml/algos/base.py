@@ -38,7 +38,8 @@ reads (its inputs and `target`), so the runner and the evaluators never spell a 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 
 import jax
 import numpy as np

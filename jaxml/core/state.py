@@ -35,7 +35,7 @@ class TrainState:
   def model(self) -> nnx.Module:
     return nnx.merge(self.graphdef, self.params, self.model_state)
 
-  def apply_gradients(self, tx: optax.GradientTransformation, grads, **changes) -> "TrainState":
+  def apply_gradients(self, tx: optax.GradientTransformation, grads, **changes) -> TrainState:
     """The tail of every train step: one `tx` update of the params, the step counter + 1,
     and any other fields replaced (`model_state=` BatchNorm statistics, `extra=` EMA)."""
     updates, opt_state = tx.update(grads, self.opt_state, self.params)

@@ -28,7 +28,8 @@ def mocked(request):
 def test_shapes_dtypes_and_ranges(mocked):
   name, dataset = mocked
   shape, num_classes = MOCKED[name]
-  assert (dataset.fields["image"].shape, dataset.num_classes, dataset.name) == (shape, num_classes, name)
+  assert dataset.fields["image"].shape == shape
+  assert (dataset.num_classes, dataset.name) == (num_classes, name)
   for split in (dataset.train, dataset.test):
     assert len(split) == NUM_EXAMPLES
     batch = split.read(np.arange(NUM_EXAMPLES))
@@ -67,7 +68,8 @@ def test_reads_are_deterministic(mocked):
 def test_empty_and_out_of_range_reads(mocked):
   _, dataset = mocked
   empty = dataset.train.read(np.array([], np.int64))
-  assert empty["image"].shape == (0, *dataset.fields["image"].shape) and empty["image"].dtype == np.float32
+  assert empty["image"].shape == (0, *dataset.fields["image"].shape)
+  assert empty["image"].dtype == np.float32
   assert empty["label"].shape == (0,) and empty["label"].dtype == np.int32
   with pytest.raises(IndexError):
     dataset.train.read(np.array([0, NUM_EXAMPLES]))

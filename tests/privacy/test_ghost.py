@@ -177,7 +177,8 @@ def _benchmark(batch_size=256, repeats=20):
 
   candidates = {
       "non-private": jax.jit(non_private),
-      "ghost": jax.jit(ghost_clipped_grad(logits_loss(cross_entropy, "image"), CLIP, graphdef=graphdef)),
+      "ghost": jax.jit(ghost_clipped_grad(logits_loss(cross_entropy, "image"), CLIP,
+                                          graphdef=graphdef)),
       "vmap": jax.jit(lambda p, s, b: reference(p, b)),
   }
   times = {}
