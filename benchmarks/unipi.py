@@ -22,6 +22,7 @@ import numpy as np
 from experiments import unipi as unipi_config
 from jaxml.algos import unipi
 from jaxml.data import load_dataset
+from jaxml.training.data import prepare_data
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -42,6 +43,7 @@ def _flops(jitted, *args) -> float:
 
 def bench(size: str, plans: list[int], repeats: int) -> list[str]:
   config = unipi_config.get_config("smoke" if size == "smoke" else None)
+  prepare_data(config.data)
   dataset = load_dataset(config.data)
   state = jax.jit(lambda k: unipi.init_state(config, dataset, k))(jax.random.key(0))
   batch = dataset.train.read(np.arange(config.batch_size))

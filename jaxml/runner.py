@@ -30,6 +30,7 @@ from jaxml.core.plots import plot_metrics
 from jaxml.core.steps import Steps
 from jaxml.data import load_dataset
 from jaxml.errors import ConfigError
+from jaxml.training.data import prepare_data
 
 NONFINITE_MODES = ("stop", "skip")
 
@@ -52,6 +53,7 @@ def run(config, workdir: str) -> dict:
     summary.update(algo=config.algo, workdir=workdir)
     return summary
   check_config(config, mesh)
+  prepare_data(config.data)
   dataset = load_dataset(config.data)
   if hasattr(algo, "validate"):
     algo.validate(config, dataset)
@@ -160,6 +162,7 @@ def _restore(workdir: str, config) -> Encoder:
   if hasattr(algo, "fit"):
     raise ConfigError(f"{workdir} is a {config.algo!r} run, which trains no encoder")
   mesh = mesh_lib.make_mesh(config.get("num_devices", 0))
+  prepare_data(config.data)
   dataset = load_dataset(config.data)
   with jax.set_mesh(mesh):
     steps = Steps.build(algo, config, dataset, mesh)
