@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -53,6 +54,40 @@ def as_path(path) -> epath.Path:
 def as_str(path) -> str:
   """The form a summary or a message shows: an absolute local path, or the URL."""
   return os.fspath(as_path(path))
+
+
+def writable_directory(path, *, what: str = "directory") -> str:
+  """Creates the directory `path` and proves it writable by writing a file there; returns
+  `as_str(path)`, or raises a one-line ConfigError saying why not (an unsupported scheme, a
+  missing backend package, an unreachable or missing bucket, no permission)."""
+  directory = as_path(path)
+  probe = directory / f".write-test-{uuid.uuid4().hex[:8]}"
+  try:
+    # gcsfs logs a traceback for a request that ran out of retries and then raises the same
+    # error, which is reported here in one line.
+    with _quiet("gcsfs"):
+      directory.mkdir(parents=True, exist_ok=True)
+      probe.write_text("")
+      probe.unlink()
+  except ImportError as err:  # epath's backend for the scheme, e.g. gcsfs for gs://
+    raise ConfigError(f"{what} {os.fspath(path)} needs a package that is missing ({err}); "
+                      "for gs:// pip install 'jaxml[gcs]'") from None
+  except Exception as err:  # pylint: disable=broad-except  # each backend raises its own
+    reason = (err.strerror if isinstance(err, OSError) else None) or (
+        f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}")
+    raise ConfigError(f"{what} {as_str(path)} is not writable: {reason}") from None
+  return as_str(path)
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+  logger = logging.getLogger(logger_name)
+  level = logger.level
+  logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 # ----------------------------------------------------------------------------- atomic writes
