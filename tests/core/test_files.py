@@ -162,3 +162,11 @@ def test_concurrent_builds_agree_on_one_result(tmp_path):
   assert json.loads((tmp_path / "data" / "manifest.json").read_text()) == {"payload": winner}
   assert (tmp_path / "data" / "data.txt").read_text() == winner
   assert os.listdir(tmp_path) == ["data"]  # the loser's copy is gone
+
+
+def test_writable_directory_creates_and_probes(tmp_path):
+  assert files.writable_directory(tmp_path / "a" / "b") == str(tmp_path / "a" / "b")
+  assert os.listdir(tmp_path / "a" / "b") == []  # the probe file is gone
+  (tmp_path / "file").write_text("not a directory")
+  with pytest.raises(ConfigError, match=r"workdir .*/file/run is not writable"):
+    files.writable_directory(tmp_path / "file" / "run", what="workdir")
