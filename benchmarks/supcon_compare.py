@@ -12,7 +12,6 @@ a plot go to OUT/artifacts/.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 
@@ -20,6 +19,7 @@ import jax
 
 from experiments import supcon as supcon_config
 from jaxml import runner
+from jaxml.core import files
 
 METHODS = {"supcon": "", "simclr": "simclr", "ce": "ce"}
 
@@ -74,10 +74,8 @@ def main(argv=None):
   markdown, stats = table(results)
   artifacts = os.path.join(args.out, "artifacts")
   os.makedirs(artifacts, exist_ok=True)
-  with open(os.path.join(artifacts, "comparison.md"), "w", encoding="utf-8") as f:
-    f.write(markdown + "\n")
-  with open(os.path.join(artifacts, "comparison.json"), "w", encoding="utf-8") as f:
-    json.dump(stats, f, indent=2)
+  files.write_text(os.path.join(artifacts, "comparison.md"), markdown + "\n")
+  files.write_json(os.path.join(artifacts, "comparison.json"), stats)
   plot(stats, os.path.join(artifacts, "comparison.png"))
   print(f"machine: {jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__};"
         f" seeds {seeds}{' (smoke)' if args.smoke else ''}")

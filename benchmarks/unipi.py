@@ -23,6 +23,7 @@ import numpy as np
 from experiments import unipi as unipi_config
 from jaxml.algos import unipi
 from jaxml.data import load_dataset
+from jaxml.training.data import prepare_data
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -43,6 +44,7 @@ def _flops(jitted, *args) -> float:
 
 def bench(size: str, plans: list[int], repeats: int) -> list[str]:
   config = unipi_config.get_config("smoke" if size == "smoke" else None)
+  prepare_data(config.data)
   dataset = load_dataset(config.data)
   algorithm = unipi.build(config, dataset)
   state = jax.jit(algorithm.init)(jax.random.key(0))

@@ -57,12 +57,13 @@ def get_config(arg=None):
       "context": 4,  # steps per training window (the model's attention span at play time)
       "test_fraction": 0.03,  # of each (game, policy)'s episodes: the eval split
       "prefetch": 2,
-      # Built on first use when the directory holds no dataset yet.
-      # Mixed quality: random, PPO trained per game (~1 min each on 2 CPU cores), and PPO
-      # with a random action half / a tenth of the time.
+      # Built on first use (by the runner, with `command`) when the directory holds no
+      # dataset yet. Mixed quality: random, PPO trained per game (~1 min each on 2 CPU
+      # cores), and PPO with a random action half / a tenth of the time.
       # Seaquest is built too: it is the held-out game for fine-tuning. 3000 steps, because
       # Freeway's episodes last 2500.
-      "build": {"enabled": True, "games": GAMES + ("seaquest",),
+      "build": {"enabled": True, "command": "jaxml.envs.collect",
+                "games": GAMES + ("seaquest",),
                 "policies": ("random", "ppo_eps0.5", "ppo_eps0.1", "ppo"),
                 "envs": 32, "steps": 3000, "seed": 0, "ppo_steps": 1_000_000},
       "max_episodes": 0,  # > 0: train on the first N episodes of each (game, policy)
@@ -129,7 +130,8 @@ def get_config(arg=None):
     if not opts.heldout:
       c.data.games = tuple(opts.games.split("+")) if opts.games else ("breakout",
                                                                       "space_invaders")
-    c.data.build = {"enabled": True, "games": ("breakout", "space_invaders", "seaquest"),
+    c.data.build = {"enabled": True, "command": "jaxml.envs.collect",
+                    "games": ("breakout", "space_invaders", "seaquest"),
                     "policies": ("random",), "envs": 8, "steps": 300, "seed": 0,
                     "ppo_steps": 0}
     c.model.update({"patch_size": 5, "width": 32, "depth": 1, "num_heads": 2})

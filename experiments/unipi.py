@@ -47,10 +47,11 @@ def get_config(arg=None):
       "max_len": 12,  # mission tokens
       "test_fraction": 0.1,  # of each level's seen-mission episodes
       "prefetch": 2,
-      # Built on first use when the directory holds no dataset yet: BabyAI bot episodes of
-      # each level, seen missions for training, held-out combinations for evaluation only.
-      "build": {"enabled": True, "levels": ("goto", "pickup"), "episodes": 1500, "seed": 0,
-                "tile": 4},
+      # Built on first use (by the runner, with `command`) when the directory holds no dataset
+      # yet: BabyAI bot episodes of each level, seen missions for training, held-out
+      # combinations for evaluation only.
+      "build": {"enabled": True, "command": "jaxml.envs.babyai", "levels": ("goto", "pickup"),
+                "episodes": 1500, "seed": 0, "tile": 4},
   })
   c.plan = ml_collections.ConfigDict({
       "keyframes": 4,  # frames the planner generates, every `stride` steps

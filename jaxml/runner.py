@@ -14,18 +14,19 @@ import importlib
 import json
 import os
 import pkgutil
-import tempfile
 
 import jax
 
 from jaxml import algos as _algos
 from jaxml.algos.base import Algorithm
+from jaxml.core import files
 from jaxml.core import mesh as mesh_lib
 from jaxml.core.checkpoint import Checkpointer, warm_start
 from jaxml.core.metrics import MetricWriter
 from jaxml.core.plots import plot_metrics
 from jaxml.data import load_dataset
 from jaxml.errors import ConfigError
+from jaxml.training.data import prepare_data
 from jaxml.training.evaluate import evaluate, linear_probe
 from jaxml.training.loop import train_loop
 from jaxml.training.steps import Steps
@@ -43,11 +44,13 @@ def run(config, workdir: str) -> dict:
   require_settings(config)
   mesh = mesh_lib.make_mesh(config.num_devices)
   check_config(config, mesh)
+  prepare_data(config.data)
   dataset = load_dataset(config.data)
   algorithm = build_algorithm(config, dataset)
   is_chief = jax.process_index() == 0
   if is_chief:
-    _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+    files.write_json(os.path.join(workdir, "config.json"),
+                     json.loads(config.to_json_best_effort()), sort_keys=True)
 
   # The ambient mesh lets algorithms call jax.shard_map (e.g. SupCon's all-gather).
   with jax.set_mesh(mesh):
@@ -81,8 +84,8 @@ def run(config, workdir: str) -> dict:
   summary.update(algo=config.algo, headline=list(algorithm.headline))
   if is_chief:
     artifacts = os.path.join(workdir, "artifacts")
-    os.makedirs(artifacts, exist_ok=True)
-    _write_json(os.path.join(artifacts, "summary.json"), summary)
+    files.makedirs(artifacts)
+    files.write_json(os.path.join(artifacts, "summary.json"), summary, sort_keys=True)
     plot_metrics(writer.path, os.path.join(artifacts, "metrics.png"))
   summary["workdir"] = workdir
   return summary
@@ -92,12 +95,12 @@ def run_once(config, workdir: str) -> dict:
   """`run`, unless `workdir` holds a finished run: then that run's summary. Sweeps call this
   for each of their runs so that a rerun picks up where it stopped (a preempted run resumes
   from its checkpoint; a finished one is not trained again)."""
-  path = os.path.join(workdir, "artifacts", "summary.json")
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      summary = json.load(f)
+  try:
+    summary = files.read_json(os.path.join(workdir, "artifacts", "summary.json"))
     if not summary.get("preempted"):
       return summary
+  except FileNotFoundError:
+    pass
   return run(config, workdir)
 
 
@@ -121,20 +124,11 @@ def load_algo(name: str):
 
 
 def prepare_workdir(workdir: str) -> str:
-  """Creates `workdir` (absolute) and proves it is writable, or raises ConfigError."""
+  """Creates `workdir` (a local path, made absolute, or a gs:// / s3:// / az:// URL, see
+  BUILD.md) and proves it is writable, or raises ConfigError."""
   if not workdir:
     raise ConfigError("--workdir is required")
-  if "://" in workdir:
-    raise ConfigError(f"workdir {workdir}: URLs are not supported; mount the bucket (e.g. "
-                      "gcsfuse) or use a shared filesystem path")
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test-"):
-      pass
-  except OSError as err:
-    raise ConfigError(f"workdir {workdir} is not writable: {err.strerror or err}") from None
-  return workdir
+  return files.writable_directory(workdir, what="workdir")
 
 
 def require_settings(config) -> None:
@@ -151,15 +145,9 @@ def check_config(config, mesh) -> None:
     if config[key] <= 0:
       raise ConfigError(f"{key}={config[key]} must be positive")
   source = config.init_from
-  if source and not os.path.isdir(os.path.join(source, "checkpoints")):
+  if source and not (files.as_path(source) / "checkpoints").is_dir():
     raise ConfigError(f"init_from={source}: not a jaxml workdir with checkpoints")
   if config.nonfinite not in NONFINITE_MODES:
     raise ConfigError(f"nonfinite={config.nonfinite!r}; choose one of "
                       f"{', '.join(NONFINITE_MODES)}")
 
-
-def _write_json(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)

@@ -11,7 +11,6 @@ encoder. A run still training can be opened too (its newest checkpoint).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -20,10 +19,12 @@ import ml_collections
 import numpy as np
 
 from jaxml import runner
+from jaxml.core import files
 from jaxml.core import mesh as mesh_lib
 from jaxml.core.checkpoint import Checkpointer
 from jaxml.data import Dataset, Split, load_dataset
 from jaxml.errors import ConfigError
+from jaxml.training.data import prepare_data
 from jaxml.training.evaluate import collect_features
 from jaxml.training.steps import Steps
 
@@ -57,16 +58,16 @@ class TrainedRun:
 def load(workdir: str, config=None) -> TrainedRun:
   """The run in `workdir` at its newest readable checkpoint; its config is read from the
   workdir's config.json unless given."""
-  workdir = os.path.abspath(workdir)
+  workdir = files.as_str(workdir)
   if config is None:
     try:
-      with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-        config = ml_collections.ConfigDict(json.load(f))
+      config = ml_collections.ConfigDict(files.read_json(os.path.join(workdir, "config.json")))
     except FileNotFoundError:
       raise ConfigError(f"{workdir} has no config.json: not a jaxml workdir") from None
   if "algo" not in config:
     raise ConfigError(f"{workdir} is not a training run (its config names no algo)")
   mesh = mesh_lib.make_mesh(config.num_devices)
+  prepare_data(config.data)
   dataset = load_dataset(config.data)
   algorithm = runner.build_algorithm(config, dataset)
   with jax.set_mesh(mesh):

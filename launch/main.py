@@ -10,10 +10,10 @@ unwritable workdir, ...) prints one line on stderr and exits 2 before anything c
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from jaxml import cli  # bad input: one `error:` line and exit 2, as every command
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, optionally with ':variant'.", lock_config=True)
@@ -26,42 +26,29 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
-EXIT_BAD_INPUT = 2
-
-
-def _fail(message: str, code: int = EXIT_BAD_INPUT):
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(code)
-
-
-def _one_line(err: BaseException) -> str:
-  text = str(err).strip().strip('"').strip("'")
-  return text.splitlines()[-1] if text else type(err).__name__
-
-
 def parse_flags(argv):
   """absl flag parsing, with every config problem reported as one line and exit code 2."""
   try:
     rest = flags.FLAGS(argv)
     config = _CONFIG.value  # loading errors in the config file surface here
     if config is None:
-      _fail("--config is required, e.g. --config experiments/classifier.py:smoke")
+      cli.fail("--config is required, e.g. --config experiments/classifier.py:smoke")
     # Reading a field is the point: a deferred load error raises here.
     config.algo  # noqa: B018  # pylint: disable=pointless-statement
   except flags.Error as err:
-    _fail(_one_line(err))
+    cli.fail(cli.one_line(err))
   except (ValueError, KeyError, AttributeError, TypeError, ImportError, OSError) as err:
     if isinstance(err, AttributeError) or isinstance(err, KeyError):
-      _fail(f"unknown config key: {_one_line(err)}")
-    _fail(_one_line(err))
+      cli.fail(f"unknown config key: {cli.one_line(err)}")
+    cli.fail(cli.one_line(err))
   if not _WORKDIR.value:
-    _fail("--workdir is required")
+    cli.fail("--workdir is required")
   return rest
 
 
 def main(argv):
   if len(argv) > 1:
-    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
   # Imports after flag parsing so `--help` and bad flags answer without loading JAX.
   import jax  # pylint: disable=import-outside-toplevel
   from jaxml import errors, runner  # pylint: disable=import-outside-toplevel
@@ -72,13 +59,13 @@ def main(argv):
     elif _MULTIHOST.value:
       jax.distributed.initialize()  # auto-detects TPU VM slices, SLURM, ...
   except (ValueError, RuntimeError) as err:
-    _fail(f"cannot join the multi-host run: {_one_line(err)}")
+    cli.fail(f"cannot join the multi-host run: {cli.one_line(err)}")
   try:
     summary = runner.run(_CONFIG.value, _WORKDIR.value)
   except errors.ConfigError as err:
-    _fail(str(err))
+    cli.fail(str(err))
   except errors.NonFiniteError as err:
-    _fail(str(err), code=1)
+    cli.fail(str(err), code=1)
   if jax.process_index() == 0:
     _report(summary)
 

@@ -121,7 +121,10 @@ def test_unwritable_workdir_exits_2(tmp_path):
   assert len(lines) == 1 and "is not writable" in lines[0], proc.stderr[-2000:]
 
 
-def test_url_workdir_exits_2():
-  proc = run_launcher("experiments/classifier.py:smoke", "gs://bucket/run")
+def test_unsupported_url_workdir_exits_2():
+  """gs://, s3:// and az:// workdirs go through etils.epath (tests/test_remote_workdir.py runs
+  one against a fake GCS); any other scheme is refused before anything runs."""
+  proc = run_launcher("experiments/classifier.py:smoke", "ftp://host/run")
   lines = proc.stderr.strip().splitlines()
-  assert proc.returncode == 2 and len(lines) == 1 and "URLs are not supported" in lines[0]
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+  assert "unsupported scheme ftp://" in lines[0]

@@ -4,19 +4,21 @@ Orbax writes each step into a temporary directory and renames it on commit, so a
 killed mid-save leaves no half-written step that looks finished. A step that *was* committed
 but cannot be read back (disk corruption, a truncated copy) is moved aside with a warning and
 the previous step is restored instead.
+
+The workdir may be remote (`gs://...`): Orbax reads and writes epath paths, arrays through
+tensorstore's own gcs driver.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
+from jaxml.core import files
 from jaxml.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -26,8 +28,8 @@ class Checkpointer:
   """Saves and restores the train state under `<workdir>/checkpoints`."""
 
   def __init__(self, workdir: str, *, max_to_keep: int = 3, use_async: bool = True):
-    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    self.quarantine = os.path.join(os.path.abspath(workdir), "checkpoints_corrupt")
+    self.directory = files.as_path(workdir) / "checkpoints"
+    self.quarantine = files.as_path(workdir) / "checkpoints_corrupt"
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, enable_async_checkpointing=use_async, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
@@ -46,10 +48,11 @@ class Checkpointer:
 
   def _quarantine(self, step: int) -> None:
     if jax.process_index() == 0:
-      os.makedirs(self.quarantine, exist_ok=True)
-      target = os.path.join(self.quarantine, str(step))
-      shutil.rmtree(target, ignore_errors=True)
-      shutil.move(os.path.join(self.directory, str(step)), target)
+      self.quarantine.mkdir(parents=True, exist_ok=True)
+      target = self.quarantine / str(step)
+      if target.exists():
+        target.rmtree()
+      (self.directory / str(step)).rename(target)
     if jax.process_count() > 1:  # no host may list the steps before process 0 moved it
       multihost_utils.sync_global_devices(f"jaxml-quarantine-{step}")
     self._manager.reload()
@@ -100,7 +103,7 @@ def warm_start(state: Any, abstract_state: Any, source_workdir: str) -> Any:
   """`state` with its params and model state replaced by those of the newest checkpoint in
   `source_workdir` (another run's workdir), for fine-tuning. The optimizer state and step
   stay fresh; the model must have the same parameter names and shapes."""
-  directory = os.path.join(os.path.abspath(source_workdir), "checkpoints")
+  directory = files.as_path(source_workdir) / "checkpoints"
   manager = ocp.CheckpointManager(directory, item_handlers=ocp.PyTreeCheckpointHandler(),
                                   options=ocp.CheckpointManagerOptions(create=False))
   try:

@@ -1,13 +1,26 @@
-"""The one metric writer: `metrics.jsonl` plus TensorBoard event files, process 0 only."""
+"""The one metric writer: `metrics.jsonl` plus TensorBoard event files, process 0 only.
+
+The workdir may be remote (`gs://...`). metrics.jsonl is then rewritten whole on every write
+(object stores cannot append). tensorboardX writes gs:// event files only when
+google-cloud-storage is installed (the `gcs` extra) and s3:// ones only with boto3; without
+them, a remote run writes no event files and says so once.
+"""
 
 from __future__ import annotations
 
-import json
+import importlib.util
+import logging
 import math
-import os
 
 import jax
 from tensorboardX import SummaryWriter
+
+from jaxml.core import files
+
+log = logging.getLogger(__name__)
+# What tensorboardX needs to write each remote scheme's event files.
+_TENSORBOARD_NEEDS = {"gs": "google.cloud.storage", "s3": "boto3"}
+_warned: set[str] = set()
 
 
 def _finite_or_str(value: float):
@@ -24,42 +37,58 @@ class MetricWriter:
 
   def __init__(self, workdir: str, *, start_step: int = 0, active: bool | None = None):
     self.active = jax.process_index() == 0 if active is None else active
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = files.as_str(files.as_path(workdir) / "metrics.jsonl")
     self._tb = None
     if not self.active:
       return
     _truncate_after(self.path, start_step)
-    self._file = open(self.path, "a", encoding="utf-8")
-    # purge_step makes TensorBoard discard events past the resume point, like the jsonl.
-    self._tb = SummaryWriter(logdir=workdir, purge_step=start_step or None,
-                             flush_secs=10)
+    self._jsonl = files.JsonlAppender(self.path)
+    if _tensorboard_can_write(workdir):
+      # purge_step makes TensorBoard discard events past the resume point, like the jsonl.
+      self._tb = SummaryWriter(logdir=files.as_str(workdir), purge_step=start_step or None,
+                               flush_secs=10)
 
   def write(self, step: int, metrics: dict[str, float]) -> None:
     if not self.active:
       return
     row = {"step": int(step), **{k: _finite_or_str(float(v)) for k, v in metrics.items()}}
-    self._file.write(json.dumps(row) + "\n")
-    self._file.flush()
-    for name, value in metrics.items():
-      self._tb.add_scalar(name, float(value), global_step=int(step))
+    self._jsonl.write([row])
+    if self._tb is not None:
+      for name, value in metrics.items():
+        self._tb.add_scalar(name, float(value), global_step=int(step))
 
   def close(self) -> None:
     if self.active:
-      self._file.close()
-      self._tb.close()
+      self._jsonl.close()
+      if self._tb is not None:
+        self._tb.close()
+
+
+def _tensorboard_can_write(workdir) -> bool:
+  scheme = files.scheme(workdir)
+  if scheme is None:
+    return True
+  needs = _TENSORBOARD_NEEDS.get(scheme)
+  try:
+    found = needs is not None and importlib.util.find_spec(needs) is not None
+  except ModuleNotFoundError:  # a missing parent package (google.cloud)
+    found = False
+  if not found and scheme not in _warned:
+    _warned.add(scheme)
+    log.warning("no TensorBoard event files for %s:// workdirs: tensorboardX writes them only "
+                "with %s installed%s; metrics.jsonl has every logged value", scheme,
+                needs or "a backend it does not have",
+                " (pip install 'jaxml[gcs]')" if scheme == "gs" else "")
+  return found
 
 
 def read_metrics(path: str) -> list[dict]:
-  """All rows of a metrics.jsonl file."""
-  with open(path, encoding="utf-8") as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """All rows of a metrics.jsonl file (a torn last row, from a killed writer, skipped)."""
+  return files.read_jsonl(path)
 
 
 def _truncate_after(path: str, step: int) -> None:
-  if not os.path.exists(path):
-    return
-  keep = [r for r in read_metrics(path) if r["step"] <= step]
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.writelines(json.dumps(r) + "\n" for r in keep)
-  os.replace(tmp, path)
+  rows = files.read_jsonl(path, repair=True)
+  keep = [r for r in rows if r["step"] <= step]
+  if len(keep) < len(rows):
+    files.write_jsonl(path, keep)

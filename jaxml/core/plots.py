@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import math
 
+from jaxml.core import files
 from jaxml.core.metrics import read_metrics
 
 
@@ -38,5 +40,7 @@ def plot_metrics(metrics_path: str, out_png: str, keys: tuple[str, ...] | None =
   for ax in list(axes.flat)[len(names):]:
     ax.axis("off")
   fig.tight_layout()
-  fig.savefig(out_png, dpi=100)
+  png = io.BytesIO()  # written whole, so a remote workdir gets it too and no reader sees half
+  fig.savefig(png, format="png", dpi=100)
+  files.write_bytes(out_png, png.getvalue())
   return out_png

@@ -19,27 +19,30 @@ objects are all distinct, so the missing one is the carried one).
 
 Combinatorial generalisation: no training mission names a `HELDOUT_COMBOS` object in any slot,
 nor a purple object in a pick-up (`HELDOUT_SLOT`), though every colour and type is trained.
-Demonstrations come from minigrid's `BabyAIBot`. Layout of `--out`:
-
-  <level>/train.npz     seen-mission episodes      frames [F, H, W, 3] uint8 (each episode's
-  <level>/heldout.npz   held-out-mission episodes  T+1 frames back to back), actions [F - E]
-                                                   int32, frame_start [E + 1], mission [E],
-                                                   seed [E], success [E]
-  manifest.json         levels, tile, frame shape, counts, the held-out split and the vocab
+Demonstrations come from minigrid's `BabyAIBot`; the layout of `--out` is
+`jaxml.data.formats.babyai_demos`'s. The directory is built under a temporary name and renamed
+into place when complete; a directory that already holds a dataset is left as it is. A
+config's `data.build` block with `command = "jaxml.envs.babyai"` builds the same dataset on
+first use (`build_dataset`; jaxml/training/data.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
-import json
 import os
-import sys
 from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
+from absl import flags
 
+from jaxml import cli
+from jaxml.core import files
+# The command's output format and the missions' vocabulary, re-exported for its callers.
+from jaxml.data.formats.babyai_demos import (  # noqa: F401
+    ACTIONS, COLORS, NUM_ACTIONS, PAD, SPLITS, TEMPLATE_WORDS, TYPES, UNK, VOCAB, detokenize,
+    read_episodes, read_manifest, tokenize, write_episodes)
 from jaxml.errors import ConfigError
 
 try:
@@ -49,24 +52,13 @@ try:
 except ImportError:  # an optional extra; say how to get it when a level is asked for
   minigrid = None
 
-MANIFEST = "manifest.json"
-SPLITS = ("train", "heldout")
+MANIFEST = files.MANIFEST
 
 LEVELS = {"goto": "BabyAI-GoToLocal-v0", "pickup": "BabyAI-PickupLoc-v0",
           "putnext": "BabyAI-PutNextLocal-v0"}
 ROOM_CELLS = 6  # inside the wall ring of every level's 8x8 room
 
-ACTIONS = ("left", "right", "forward", "pickup", "drop", "toggle", "done")
-NUM_ACTIONS = len(ACTIONS)
-
-COLORS = ("red", "green", "blue", "purple", "yellow", "grey")
-TYPES = ("ball", "box", "key")
-_TEMPLATE_WORDS = ("go", "to", "pick", "up", "put", "next", "the", "a")
 _LOCATIONS = ("in front of you", "behind you", "on your left", "on your right")
-VOCAB = ("<pad>", "<unk>", *_TEMPLATE_WORDS, *COLORS, *TYPES,
-         "in", "front", "of", "you", "behind", "on", "your", "left", "right")
-PAD, UNK = 0, 1
-_WORD_ID = {word: i for i, word in enumerate(VOCAB)}
 
 # One combo per colour but purple (whose pick-ups are held out instead), types spread
 # 2/1/2, so every colour and every type is still named in training.
@@ -92,22 +84,6 @@ def render(env, tile: int = 4) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- missions
-
-
-def tokenize(missions: Sequence[str], max_len: int = 12) -> np.ndarray:
-  """Word ids [N, max_len] int32, padded with 0; words outside VOCAB become <unk>."""
-  out = np.full((len(missions), max_len), PAD, np.int32)
-  for row, mission in enumerate(missions):
-    words = mission.lower().split()
-    if len(words) > max_len:
-      raise ConfigError(f"mission {mission!r} has {len(words)} words, more than "
-                        f"max_len={max_len}")
-    out[row, :len(words)] = [_WORD_ID.get(w, UNK) for w in words]
-  return out
-
-
-def detokenize(tokens: np.ndarray) -> list[str]:
-  return [" ".join(VOCAB[t] for t in row if t != PAD) for row in np.asarray(tokens)]
 
 
 def _parse_object(words: list[str], text: str) -> tuple[str | None, str | None]:
@@ -252,36 +228,6 @@ def demonstrations(level: str, num_episodes: int, seed: int, tile: int = 4,
 # ----------------------------------------------------------------------------- storage
 
 
-def write_episodes(path: str, episodes: list[dict], shape: tuple[int, int, int]) -> None:
-  """One .npz of concatenated episodes with their frame offsets, written atomically."""
-  lengths = [len(e["frames"]) for e in episodes]
-  arrays = {
-      "frames": (np.concatenate([e["frames"] for e in episodes]) if episodes
-                 else np.zeros((0, *shape), np.uint8)),
-      "actions": np.concatenate([e["actions"] for e in episodes] + [np.zeros(0, np.int32)]),
-      "frame_start": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-      "mission": np.array([e["mission"] for e in episodes], dtype=np.str_),
-      "seed": np.array([e["seed"] for e in episodes], np.int64),
-      "success": np.array([e["success"] for e in episodes], bool),
-      "level": np.array(episodes[0]["level"] if episodes else ""),
-  }
-  tmp = f"{path}.{os.getpid()}.tmp.npz"  # concurrent builders (test workers) never share it
-  np.savez_compressed(tmp, **arrays)
-  os.replace(tmp, path)
-
-
-def read_episodes(path: str) -> list[dict]:
-  """The episodes of one .npz as `demonstrations` returns them (frames are views)."""
-  with np.load(path) as data:
-    arrays = {k: data[k] for k in data.files}
-  starts = arrays["frame_start"]
-  level = str(arrays["level"])
-  return [{"frames": arrays["frames"][a:b], "actions": arrays["actions"][a - e:b - e - 1],
-           "mission": str(arrays["mission"][e]), "success": bool(arrays["success"][e]),
-           "level": level, "seed": int(arrays["seed"][e])}
-          for e, (a, b) in enumerate(zip(starts[:-1], starts[1:]))]
-
-
 def build(out_dir: str, levels: Sequence[str] = tuple(LEVELS), episodes_per_level: int = 2000,
           seed: int = 0, tile: int = 4, heldout_per_level: int | None = None,
           max_steps: int = 64) -> dict:
@@ -310,46 +256,60 @@ def build(out_dir: str, levels: Sequence[str] = tuple(LEVELS), episodes_per_leve
       episodes, counts = _demonstrate(level, count, seed, tile, max_steps, want)
       write_episodes(os.path.join(out_dir, level, f"{split}.npz"), episodes, shape)
       manifest["counts"][level][split] = counts
-  tmp = os.path.join(out_dir, f"{MANIFEST}.{os.getpid()}.tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(manifest, f, indent=2)
-  os.replace(tmp, os.path.join(out_dir, MANIFEST))  # last: its presence means complete
+  files.write_manifest(out_dir, manifest)  # last: its presence means complete
   return manifest
 
 
-def read_manifest(root: str) -> dict:
-  try:
-    with open(os.path.join(root, MANIFEST), encoding="utf-8") as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise ConfigError(f"{root} holds no BabyAI dataset ({MANIFEST} missing); build one with "
-                      "python -m jaxml.envs.babyai --out " + root) from None
+def build_dataset(data_config, directory: str) -> dict:
+  """Builds the dataset `data_config.build` describes into `directory` (the runner's
+  build-on-first-use hook): `build.levels` (default `data_config.levels`, else all),
+  `build.episodes` (1000 per level), `build.heldout_episodes` (a tenth), `build.seed` (0),
+  `build.tile` (4), `build.max_steps` (64)."""
+  spec = data_config.build
+  heldout = spec.get("heldout_episodes")
+  return build(directory, list(spec.get("levels") or data_config.get("levels") or LEVELS),
+               int(spec.get("episodes", 1000)), seed=int(spec.get("seed", 0)),
+               tile=int(spec.get("tile", 4)),
+               heldout_per_level=None if heldout is None else int(heldout),
+               max_steps=int(spec.get("max_steps", 64)))
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(prog="python -m jaxml.envs.babyai",
-                                   description=__doc__.split("\n")[0])
-  parser.add_argument("--out", required=True, help="dataset directory to write")
-  parser.add_argument("--levels", default=",".join(LEVELS), help="comma-separated levels")
-  parser.add_argument("--episodes", type=int, default=2000, help="training episodes per level")
-  parser.add_argument("--heldout_episodes", type=int, default=None,
-                      help="held-out-mission episodes per level (default: episodes // 10)")
-  parser.add_argument("--seed", type=int, default=0, help="first seed")
-  parser.add_argument("--tile", type=int, default=4, help="pixels per grid cell")
-  parser.add_argument("--max_steps", type=int, default=64, help="longest episode kept")
-  args = parser.parse_args(argv)
-  try:
-    manifest = build(args.out, [name for name in args.levels.split(",") if name], args.episodes,
-                     args.seed, args.tile, args.heldout_episodes, args.max_steps)
-  except ConfigError as err:  # one line and exit status 2, as the launcher does
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
+def _define_flags() -> None:
+  # Only when run as the command: a module that defines flags on import collides with every
+  # other one that defines the same names (collect's --out) in one process.
+  flags.DEFINE_string("out", None, "dataset directory to write")
+  flags.DEFINE_list("levels", list(LEVELS), "levels")
+  flags.DEFINE_integer("episodes", 2000, "training episodes per level")
+  flags.DEFINE_integer("heldout_episodes", None,
+                       "held-out-mission episodes per level (default: episodes // 10)")
+  flags.DEFINE_integer("seed", 0, "first seed")
+  flags.DEFINE_integer("tile", 4, "pixels per grid cell")
+  flags.DEFINE_integer("max_steps", 64, "longest episode kept")
+
+
+def main(argv) -> None:
+  del argv
+  f = flags.FLAGS
+  if not f.out:
+    raise ConfigError("--out is required")
+  for level in f.levels:
+    _check(level)  # a typo fails now, not after the first level's demonstrations
+  config = ml_collections.ConfigDict({"build": {
+      "levels": f.levels, "episodes": f.episodes, "heldout_episodes": f.heldout_episodes,
+      "seed": f.seed, "tile": f.tile, "max_steps": f.max_steps}})
+  if not files.build_once(f.out, lambda directory: build_dataset(config, directory)):
+    print(f"{f.out} already holds a dataset ({MANIFEST}); delete it to build again")
+    return
+  manifest = read_manifest(f.out)
   for level, splits in manifest["counts"].items():
     for split, c in splits.items():
       print(f"{level:8s} {split:8s} {c['episodes']:5d} episodes  mean length "
             f"{c['mean_length'] or 0:.1f}  max {c['max_length']}  bot failed {c['bot_failed']}")
-  print(f"frames {tuple(manifest['frame_shape'])}; wrote {args.out}")
+  print(f"frames {tuple(manifest['frame_shape'])}; wrote {f.out}")
+
+
 
 
 if __name__ == "__main__":
-  main()
+  _define_flags()
+  cli.run(main)

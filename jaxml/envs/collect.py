@@ -9,34 +9,34 @@ returns span beginner to competent.
 
 Each (game, policy) pair plays `--envs` environments for `--steps` steps inside one jitted
 rollout; every finished episode is kept (the unfinished tail of each environment is dropped).
-Layout of `--out`:
+The layout of `--out` is `jaxml.data.formats.minatar_episodes`'s. The directory is built
+under a temporary name and renamed into place when complete; a directory that already holds
+a dataset is left as it is.
 
-  <game>/<policy>.npz   frame [N, 10, 10, 10] bool, action / reward / done [N] and
-                        episode_start [num_episodes + 1] (offsets into the N steps)
-  manifest.json         games, policies, and per game: episodes, steps, and the return of
-                        the worst, mean and best episode of each policy (used to normalise
-                        evaluation scores)
-
-Returns-to-go are not stored: they are the suffix sums of `reward` within an episode and are
-computed when the data is read (`returns_to_go`).
+A config's `data.build` block with `command = "jaxml.envs.collect"` builds the same dataset
+on first use (`build_dataset`; jaxml/training/data.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from jaxml import cli
+from jaxml.core import files
+# The command's output format, re-exported for its callers.
+from jaxml.data.formats.minatar_episodes import (  # noqa: F401
+    read_episodes, read_manifest, returns_to_go, write_episodes)
 from jaxml.envs import minatar
 from jaxml.errors import ConfigError
 
-MANIFEST = "manifest.json"
+MANIFEST = files.MANIFEST
 
 
 def split_episodes(trajectory: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
@@ -52,11 +52,6 @@ def split_episodes(trajectory: dict[str, np.ndarray]) -> list[dict[str, np.ndarr
   return episodes
 
 
-def returns_to_go(rewards: np.ndarray) -> np.ndarray:
-  """R_t = Σ_{s >= t} r_s within one episode."""
-  return np.cumsum(rewards[::-1])[::-1].astype(np.float32)
-
-
 def collect(games: Sequence[minatar.Game], agent: minatar.Agent, key, *, envs: int,
             steps: int) -> list[list[dict[str, np.ndarray]]]:
   """Finished episodes of every game (a list per game) played by `agent`."""
@@ -65,24 +60,6 @@ def collect(games: Sequence[minatar.Game], agent: minatar.Agent, key, *, envs: i
   trajectory = jax.device_get(play(key)["trajectory"])
   return [split_episodes({k: v[:, i] for k, v in trajectory.items()})
           for i in range(len(games))]
-
-
-def write_episodes(path: str, episodes: list[dict[str, np.ndarray]]) -> None:
-  """One .npz of concatenated episodes with their start offsets, written atomically."""
-  lengths = [len(e["action"]) for e in episodes]
-  arrays = {k: np.concatenate([e[k] for e in episodes]) if episodes else np.zeros((0,))
-            for k in ("frame", "action", "reward", "done")}
-  arrays["episode_start"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-  tmp = f"{path}.{os.getpid()}.tmp.npz"  # concurrent builders (test workers) never share it
-  np.savez_compressed(tmp, **arrays)
-  os.replace(tmp, path)
-
-
-def read_episodes(path: str) -> list[dict[str, np.ndarray]]:
-  with np.load(path) as data:
-    starts = data["episode_start"]
-    arrays = {k: data[k] for k in ("frame", "action", "reward", "done")}
-  return [{k: v[a:b] for k, v in arrays.items()} for a, b in zip(starts[:-1], starts[1:])]
 
 
 def episode_return(episode) -> float:
@@ -112,20 +89,21 @@ def build(out: str, game_names: Sequence[str], policies: dict[str, minatar.Agent
                        "mean_return": float(np.mean(returns)) if returns else None,
                        "max_return": max(returns, default=None)}
     manifest["per_game"][game] = stats
-  tmp = os.path.join(out, f"{MANIFEST}.{os.getpid()}.tmp")
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(manifest, f, indent=2)
-  os.replace(tmp, os.path.join(out, MANIFEST))
+  files.write_manifest(out, manifest)  # last: its presence means complete
   return manifest
 
 
-def read_manifest(root: str) -> dict:
-  try:
-    with open(os.path.join(root, MANIFEST), encoding="utf-8") as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise ConfigError(f"{root} holds no episode dataset ({MANIFEST} missing); build one with "
-                      "python -m jaxml.envs.collect --out " + root) from None
+def build_dataset(data_config, directory: str) -> dict:
+  """Builds the dataset `data_config.build` describes into `directory` (the runner's
+  build-on-first-use hook): `build.games` (default `data_config.games`, else every game),
+  `build.policies`, `build.envs`, `build.steps`, `build.seed` (0), `build.ppo_steps` (1M)."""
+  spec = data_config.build
+  games = list(spec.get("games") or data_config.get("games") or minatar.GAMES)
+  seed = int(spec.get("seed", 0))
+  policies = make_policies(list(spec.get("policies") or ["random"]), games, seed=seed,
+                           ppo_steps=int(spec.get("ppo_steps", 1_000_000)))
+  return build(directory, games, policies, envs=int(spec.get("envs", 64)),
+               steps=int(spec.get("steps", 2000)), seed=seed)
 
 
 def ppo_agent(games: Sequence[minatar.Game], policies, epsilon: float) -> minatar.Agent:
@@ -179,33 +157,39 @@ def make_policies(names: Sequence[str], game_names: Sequence[str], *,
   return {name: policies[name] for name in names}
 
 
-_OUT = flags.DEFINE_string("out", None, "dataset directory to write")
-_GAMES = flags.DEFINE_list("games", list(minatar.GAMES), "MinAtar games")
-_POLICIES = flags.DEFINE_list("policies", ["random"], "behaviour policies")
-_ENVS = flags.DEFINE_integer("envs", 64, "environments per game and policy")
-_STEPS = flags.DEFINE_integer("steps", 2000, "steps per environment")
-_SEED = flags.DEFINE_integer("seed", 0, "collection seed")
-_PPO_STEPS = flags.DEFINE_integer("ppo_steps", 1_000_000, "PPO training steps per game")
+def _define_flags() -> None:
+  # Only when run as the command: a module that defines flags on import collides with every
+  # other one that defines the same names (babyai's --out) in one process.
+  flags.DEFINE_string("out", None, "dataset directory to write")
+  flags.DEFINE_list("games", list(minatar.GAMES), "MinAtar games")
+  flags.DEFINE_list("policies", ["random"], "behaviour policies")
+  flags.DEFINE_integer("envs", 64, "environments per game and policy")
+  flags.DEFINE_integer("steps", 2000, "steps per environment")
+  flags.DEFINE_integer("seed", 0, "collection seed")
+  flags.DEFINE_integer("ppo_steps", 1_000_000, "PPO training steps per game")
 
 
 def main(argv):
   del argv
-  try:
-    if not _OUT.value:
-      raise ConfigError("--out is required")
-    policies = make_policies(_POLICIES.value, _GAMES.value, ppo_steps=_PPO_STEPS.value,
-                             seed=_SEED.value)
-    manifest = build(_OUT.value, _GAMES.value, policies,
-                     envs=_ENVS.value, steps=_STEPS.value, seed=_SEED.value)
-  except ConfigError as err:  # one line and exit status 2, as the launcher does
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
-  for game, stats in manifest["per_game"].items():
+  f = flags.FLAGS
+  if not f.out:
+    raise ConfigError("--out is required")
+  for name in f.policies:
+    parse_policy(name)  # a typo fails now, not after the first policy's PPO training
+  minatar.make_games(f.games)  # and so does an unknown game
+  config = ml_collections.ConfigDict({"build": {
+      "games": f.games, "policies": f.policies, "envs": f.envs, "steps": f.steps,
+      "seed": f.seed, "ppo_steps": f.ppo_steps}})
+  if not files.build_once(f.out, lambda directory: build_dataset(config, directory)):
+    print(f"{f.out} already holds a dataset ({MANIFEST}); delete it to build again")
+    return
+  for game, stats in read_manifest(f.out)["per_game"].items():
     for policy, s in stats.items():
       print(f"{game:15s} {policy:12s} {s['episodes']:5d} episodes  return mean "
             f"{s['mean_return']}  max {s['max_return']}")
-  print(f"wrote {_OUT.value}")
+  print(f"wrote {f.out}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _define_flags()
+  cli.run(main)

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The stored episodes' frame shape and action space are the environment's.
+from jaxml.data.formats.minatar_episodes import FRAME_SHAPE, NUM_ACTIONS
 from jaxml.errors import ConfigError
 
 try:
@@ -31,10 +33,8 @@ except ImportError:  # an optional extra; say how to get it when a game is asked
 GAMES = {"breakout": "Breakout-MinAtar", "asterix": "Asterix-MinAtar",
          "freeway": "Freeway-MinAtar", "space_invaders": "SpaceInvaders-MinAtar",
          "seaquest": "Seaquest-MinAtar"}
-NUM_ACTIONS = 6
 ACTION_NAMES = ("noop", "left", "up", "right", "down", "fire")
-CHANNELS = 10
-FRAME_SHAPE = (10, 10, CHANNELS)
+CHANNELS = FRAME_SHAPE[-1]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,10 +6,13 @@ per x value, and a line plot with error bars. Host-only (rule 4).
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from jaxml.core import files
 
 
 def aggregate(rows: Iterable[Mapping], *, key: str, x: str, value: str
@@ -78,5 +81,7 @@ def plot_vs_x(stats: Mapping[tuple, tuple[float, float, int]], methods: Sequence
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(out_png, dpi=100)
+  png = io.BytesIO()  # written whole: atomically on disk, and to a gs:// workdir too
+  fig.savefig(png, format="png", dpi=100)
+  files.write_bytes(out_png, png.getvalue())
   return out_png

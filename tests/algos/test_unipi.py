@@ -15,6 +15,7 @@ from jaxml import runner
 from jaxml.algos import unipi
 from jaxml.data import load_dataset
 from jaxml.data.base import Field
+from jaxml.training.data import prepare_data
 from jaxml.data.sources import babyai as babyai_source
 from jaxml.envs import babyai, closed_loop
 from jaxml.models import diffusion
@@ -222,6 +223,7 @@ def test_frozen_t5_embeddings_replace_the_learned_encoder(tmp_path):
   """A table of every mission (random vectors standing in for T5's) trains with only its
   null embedding as a parameter; a table missing a mission is refused by name."""
   config = unipi_config.get_config("smoke")
+  prepare_data(config.data)
   dataset = load_dataset(config.data)
   missions = sorted(set(dataset.train.missions) | set(dataset.test.missions))
   rng = np.random.default_rng(0)

@@ -1,4 +1,5 @@
-"""The babyai:<dir> source: windows of frames, actions and mission tokens, built on first use."""
+"""The babyai:<dir> source: windows of frames, actions and mission tokens, built on first use
+by the runner's prepare_data (loading itself never builds)."""
 
 import ml_collections
 import numpy as np
@@ -8,6 +9,7 @@ from jaxml.data import load_dataset
 from jaxml.data.sources import babyai as source
 from jaxml.envs import babyai
 from jaxml.errors import ConfigError
+from jaxml.training.data import prepare_data
 
 pytest.importorskip("minigrid")
 
@@ -21,7 +23,8 @@ def pixels(frames: np.ndarray) -> np.ndarray:
 def config(root, **overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       "source": f"babyai:{root}", "horizon": HORIZON, "test_fraction": 0.25,
-      "build": {"enabled": True, "levels": ["goto", "pickup", "putnext"], "episodes": 4,
+      "build": {"enabled": True, "command": "jaxml.envs.babyai",
+                "levels": ["goto", "pickup", "putnext"], "episodes": 4,
                 "heldout_episodes": 2, "seed": 0, "tile": 4},
       **overrides})
 
@@ -33,6 +36,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset(root):
+  assert prepare_data(config(root))
   return load_dataset(config(root))
 
 
@@ -89,6 +93,7 @@ def test_an_existing_dataset_is_reused(root, dataset, monkeypatch):
     raise AssertionError("rebuilt")
 
   monkeypatch.setattr(babyai, "build", fail)
+  assert not prepare_data(config(root, max_len=10))
   again = load_dataset(config(root, max_len=10))
   assert again.train.tokens.shape[1] == 10
   np.testing.assert_array_equal(again.train.first, dataset.train.first)
@@ -98,6 +103,8 @@ def test_bad_configs(tmp_path, root, dataset):
   del dataset  # built
   with pytest.raises(ConfigError, match="manifest.json missing"):
     load_dataset(ml_collections.ConfigDict({"source": f"babyai:{tmp_path}"}))
+  with pytest.raises(ConfigError, match="manifest.json missing"):  # loading never builds
+    load_dataset(config(tmp_path / "unbuilt"))
   with pytest.raises(ConfigError, match="needs a directory"):
     load_dataset(ml_collections.ConfigDict({"source": "babyai"}))
   with pytest.raises(ConfigError, match="not in the dataset"):

@@ -1,4 +1,5 @@
-"""BabyAI bot demonstrations built by `jaxml.envs.babyai`, read as short videos with missions.
+"""BabyAI bot demonstrations (format: `jaxml.data.formats.babyai_demos`), read as short videos
+with missions.
 
 Source `babyai:<dir>`. Config fields: `horizon` (actions per window, default 8), `max_len`
 (mission tokens, default 12), `levels` (a subset of the manifest's; default all),
@@ -8,7 +9,7 @@ default 0.1).
 Example i of a split is the window starting at one step of one episode; every step of every
 episode starts a window. Fields: `video` [horizon + 1, H, W, 3] float32 in [0, 1], `actions`
 [horizon] int32, `action_mask` [horizon] float32 (1 for real actions), `tokens` [max_len]
-int32 (`babyai.tokenize` of the mission), `level` [] int32 (index into the levels, which are
+int32 (`babyai_demos.tokenize` of the mission), `level` [] int32 (index into the levels, which are
 its categories), `episode` [] int32 (index into the split's episodes; e.g. to train a model on
 a subset of them). A window that runs past its episode's end repeats the last frame (the scene
 is static once the goal is reached) and pads actions with 0 under a zero mask. The task is
@@ -17,10 +18,10 @@ kind "none", with inputs `video` and `tokens`.
 Held-out-mission episodes (`<level>/heldout.npz`, never trained on) are read by
 `heldout_split(data_config)` as the same kind of split.
 
-With `build.enabled` and no dataset at `<dir>` yet, it is built first with
-`jaxml.envs.babyai.build` (`build.levels`, default `levels` or all; `build.episodes`, default
-1000 per level; `build.heldout_episodes`, default a tenth; `build.seed`; `build.tile`, default
-4); afterwards the same directory is reused.
+Loading never builds: with `build.enabled` and `build.command` naming the BabyAI dataset
+command's module, the runner builds the dataset on first use (`jaxml.training.data.
+prepare_data`; `build.levels`, default `levels` or all; `build.episodes`, default 1000 per
+level; `build.heldout_episodes`, default a tenth; `build.seed`; `build.tile`, default 4).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import os
 import numpy as np
 
 from jaxml.data.base import Dataset, Field, Task
-from jaxml.envs import babyai
+from jaxml.data.formats import babyai_demos as stored
 from jaxml.errors import ConfigError
 
 
@@ -76,7 +77,7 @@ def window_fields(horizon: int, max_len: int, frame_shape, levels) -> dict[str, 
 
 def windows(episodes: list[dict], level_index: dict[str, int], horizon: int,
             max_len: int) -> VideoWindowSplit:
-  """Every window of `horizon` actions over `episodes` (as `babyai.read_episodes` gives)."""
+  """Every window of `horizon` actions over `episodes` (as `stored.read_episodes` gives)."""
   lengths = np.array([len(e["actions"]) for e in episodes], np.int64)
   start = np.concatenate([[0], np.cumsum(lengths + 1)])[:-1]
   episode = np.repeat(np.arange(len(episodes)), lengths)
@@ -87,7 +88,7 @@ def windows(episodes: list[dict], level_index: dict[str, int], horizon: int,
   return VideoWindowSplit(
       frames=np.concatenate(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8),
       actions=np.concatenate(actions) if actions else np.zeros(0, np.int32),
-      tokens=babyai.tokenize(missions, max_len),
+      tokens=stored.tokenize(missions, max_len),
       levels=np.array([level_index[e["level"]] for e in episodes], np.int32),
       missions=missions, seeds=np.array([e["seed"] for e in episodes], np.int64),
       first=start[episode] + step, last=(start + lengths)[episode], episode=episode,
@@ -95,19 +96,11 @@ def windows(episodes: list[dict], level_index: dict[str, int], horizon: int,
 
 
 def _prepare(data_config) -> tuple[str, dict, list[str], int, int]:
-  """Builds the dataset if asked and absent; returns (root, manifest, levels, horizon,
-  max_len), checked."""
+  """(root, manifest, levels, horizon, max_len), checked."""
   root = data_config.source.partition(":")[2] or data_config.get("dir", "")
   if not root:
     raise ConfigError("babyai source needs a directory: source='babyai:<dir>'")
-  build = data_config.get("build") or {}
-  if build.get("enabled") and not os.path.exists(os.path.join(root, babyai.MANIFEST)):
-    episodes = int(build.get("episodes", 1000))
-    heldout = build.get("heldout_episodes")
-    babyai.build(root, list(build.get("levels") or data_config.get("levels") or babyai.LEVELS),
-                 episodes, seed=int(build.get("seed", 0)), tile=int(build.get("tile", 4)),
-                 heldout_per_level=None if heldout is None else int(heldout))
-  manifest = babyai.read_manifest(root)
+  manifest = stored.read_manifest(root)
   levels = list(data_config.get("levels") or manifest["levels"])
   missing = [level for level in levels if level not in manifest["levels"]]
   if missing:
@@ -121,7 +114,7 @@ def _prepare(data_config) -> tuple[str, dict, list[str], int, int]:
 
 
 def _read(root: str, levels: list[str], split: str) -> list[list[dict]]:
-  return [babyai.read_episodes(os.path.join(root, level, f"{split}.npz")) for level in levels]
+  return [stored.read_episodes(os.path.join(root, level, f"{split}.npz")) for level in levels]
 
 
 def load(data_config) -> Dataset:

@@ -1,4 +1,5 @@
-"""Offline episodes built by `jaxml.envs.collect`, read as windows of consecutive steps.
+"""Offline MinAtar episodes (format: `jaxml.data.formats.minatar_episodes`), read as windows of
+consecutive steps.
 
 Source `episodes:<dir>`. Config fields: `context` (steps per window, default 4), `games` and
 `policies` (subsets of the manifest's; default all), `test_fraction` (the last fraction of each
@@ -13,9 +14,10 @@ MinAtar action set), `reward` [K] float32, `done` [K] bool, `return_to_go` [K] f
 `step_mask` [K] float32, `game` [] int32 (index into the dataset's games, which are its
 categories). The task is kind "none" (no single target), with input `frame`.
 
-With `build.enabled` and no dataset at `<dir>` yet, it is built first with
-`jaxml.envs.collect.build` (`build.games`, default `games`; `build.policies`, `build.envs`,
-`build.steps`, `build.seed`, `build.ppo_steps`); afterwards the same directory is reused.
+Loading never builds: with `build.enabled` and `build.command` naming the collection
+command's module, the runner builds the dataset on first use (`jaxml.training.data.
+prepare_data`; `build.games`, `build.policies`, `build.envs`, `build.steps`, `build.seed`,
+`build.ppo_steps`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import os
 import numpy as np
 
 from jaxml.data.base import Dataset, Field, Task
-from jaxml.envs import collect, minatar
+from jaxml.data.formats import minatar_episodes as stored
 from jaxml.errors import ConfigError
 
 
@@ -84,15 +86,7 @@ def load(data_config) -> Dataset:
   root = data_config.source.partition(":")[2] or data_config.get("dir", "")
   if not root:
     raise ConfigError("episodes source needs a directory: source='episodes:<dir>'")
-  build = data_config.get("build") or {}
-  if build.get("enabled") and not os.path.exists(os.path.join(root, collect.MANIFEST)):
-    games = list(build.get("games") or data_config.get("games") or minatar.GAMES)
-    seed = int(build.get("seed", 0))
-    policies = collect.make_policies(build["policies"], games, seed=seed,
-                                     ppo_steps=int(build.get("ppo_steps", 1_000_000)))
-    collect.build(root, games, policies, envs=int(build["envs"]), steps=int(build["steps"]),
-                  seed=seed)
-  manifest = collect.read_manifest(root)
+  manifest = stored.read_manifest(root)
   games = list(data_config.get("games") or manifest["games"])
   policies = list(data_config.get("policies") or manifest["policies"])
   context = int(data_config.get("context", 4))
@@ -109,9 +103,9 @@ def load(data_config) -> Dataset:
   train, test = [], []
   for game_index, game in enumerate(games):
     for policy in policies:
-      episodes = collect.read_episodes(os.path.join(root, game, f"{policy}.npz"))
+      episodes = stored.read_episodes(os.path.join(root, game, f"{policy}.npz"))
       for ep in episodes:
-        ep["return_to_go"] = collect.returns_to_go(ep["reward"])
+        ep["return_to_go"] = stored.returns_to_go(ep["reward"])
         ep["game"] = game_index
       cut = len(episodes) - int(round(test_fraction * len(episodes)))
       train += episodes[:cut][:max_episodes or None]
