@@ -8,7 +8,8 @@ flag answer before anything heavy loads.
 from __future__ import annotations
 
 import sys
-from typing import Callable, NoReturn
+from typing import NoReturn
+from collections.abc import Callable
 
 from absl import app, flags
 

@@ -18,7 +18,8 @@ import logging
 import os
 import shutil
 import uuid
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 from etils import epath

@@ -120,8 +120,8 @@ def test_bad_user_copies_are_config_errors(tmp_path):
 def test_an_mlp_trains_on_a_batch_of_features(dataset):
   """`models.create` takes the flat input shape; a few steps lower the loss."""
   model = models.create(ml_collections.ConfigDict({"name": "mlp", "hidden": (32,)}),
-                        num_classes=dataset.num_classes, input_shape=dataset.fields["features"].shape,
-                        rngs=nnx.Rngs(0))
+                        num_classes=dataset.num_classes,
+                        input_shape=dataset.fields["features"].shape, rngs=nnx.Rngs(0))
   batch = dataset.train.read(np.arange(256))
   x, y = jnp.asarray(batch[dataset.task.inputs[0]]), jnp.asarray(batch[dataset.task.target])
   assert model(x).shape == (256, 2)
