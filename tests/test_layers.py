@@ -13,7 +13,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 # Lower numbers are lower layers. Building blocks share one layer and may use each other.
 LAYERS = {
-    "errors": 0, "core": 0,
+    "errors": 0, "cli": 0, "core": 0,
     "data": 1,
     "models": 2, "losses": 2, "privacy": 2, "envs": 2, "evaluators": 2,
     "algos": 3,
