@@ -37,20 +37,16 @@ NONFINITE_MODES = ("stop", "skip")
 def run(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns a summary.
 
-  Algorithms with a `fit(config, workdir, mesh, pretrained)` function (closed-form fits and
-  studies built on a pre-trained encoder) are handed the workdir instead of a train loop.
+  A config with a top-level `study` key instead of `algo` (sweeps and fits over trained runs)
+  is run by `jaxml.studies.run_study`, which leaves the same workdir contract.
   """
   workdir = prepare_workdir(workdir)
+  if "study" in config:
+    from jaxml import studies  # pylint: disable=import-outside-toplevel  # studies use the runner
+    return studies.run_study(config, workdir)
   algo = load_algo(config.algo)
   mesh = mesh_lib.make_mesh(config.get("num_devices", 0))
   is_chief = jax.process_index() == 0
-  if hasattr(algo, "fit"):
-    algo.validate(config)
-    if is_chief:
-      _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
-    summary = algo.fit(config, workdir, mesh, pretrained)
-    summary.update(algo=config.algo, workdir=workdir)
-    return summary
   check_config(config, mesh)
   dataset = load_dataset(config.data)
   if hasattr(algo, "validate"):
@@ -156,9 +152,9 @@ def _restore(workdir: str, config) -> Encoder:
         config = ml_collections.ConfigDict(json.load(f))
     except FileNotFoundError:
       raise ConfigError(f"{workdir} has no config.json: not a jaxml workdir") from None
+  if "study" in config:
+    raise ConfigError(f"{workdir} is a {config.study!r} study, which trains no encoder")
   algo = load_algo(config.algo)
-  if hasattr(algo, "fit"):
-    raise ConfigError(f"{workdir} is a {config.algo!r} run, which trains no encoder")
   mesh = mesh_lib.make_mesh(config.get("num_devices", 0))
   dataset = load_dataset(config.data)
   with jax.set_mesh(mesh):

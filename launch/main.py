@@ -46,7 +46,8 @@ def parse_flags(argv):
     config = _CONFIG.value  # loading errors in the config file surface here
     if config is None:
       _fail("--config is required, e.g. --config experiments/classifier.py:smoke")
-    config.algo  # pylint: disable=pointless-statement  # a deferred load error raises here
+    # A deferred load error raises here; a study config names a study instead of an algo.
+    config.study if "study" in config else config.algo  # pylint: disable=pointless-statement
   except flags.Error as err:
     _fail(_one_line(err))
   except (ValueError, KeyError, AttributeError, TypeError, ImportError, OSError) as err:
@@ -87,9 +88,11 @@ def _report(summary: dict) -> None:
     print(f"preempted at step {summary['step']}; checkpoint saved in "
           f"{summary['workdir']}/checkpoints. Run the same command again to resume.")
     return
-  scores = {k: v for k, v in summary.items()
-            if k.startswith(("eval/", "probe/", "accuracy/", "play/iqm")) and isinstance(v, float)}
-  print("final " + "  ".join(f"{k}={v:.4f}" for k, v in sorted(scores.items())))
+  names = summary.get("headline") or sorted(
+      k for k in summary if k.startswith(("eval/", "probe/", "accuracy/", "play/iqm")))
+  scores = {k: summary[k] for k in names
+            if isinstance(summary.get(k), (int, float)) and not isinstance(summary[k], bool)}
+  print("final " + "  ".join(f"{k}={v:.4f}" for k, v in scores.items()))
   outputs = summary.get("outputs", "metrics.jsonl, config.json, checkpoints/, "
                         "artifacts/metrics.png, TensorBoard events")
   print(f"outputs: {summary['workdir']} ({outputs})")

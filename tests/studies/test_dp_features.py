@@ -8,7 +8,7 @@ import pytest
 
 from experiments import dp_transfer
 from jaxml import runner
-from jaxml.algos import dp_features
+from jaxml.studies import dp_features
 from jaxml.errors import ConfigError
 from jaxml.privacy import accounting
 
