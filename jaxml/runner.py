@@ -93,19 +93,6 @@ def run(config, workdir: str) -> dict:
   return summary
 
 
-def run_once(config, workdir: str) -> dict:
-  """`run`, unless `workdir` holds a finished run: then that run's summary. Sweeps call this
-  for each of their runs so that a rerun picks up where it stopped (a preempted run resumes
-  from its checkpoint; a finished one is not trained again)."""
-  path = os.path.join(workdir, "artifacts", "summary.json")
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      summary = json.load(f)
-    if not summary.get("preempted"):
-      return summary
-  return run(config, workdir)
-
-
 def load_trained(workdir: str, config=None):
   """(config, dataset, state) from the newest readable checkpoint of a finished or running
   workdir, for notebooks, analysis and fine-tuning from a pre-trained encoder. The config is
