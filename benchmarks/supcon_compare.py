@@ -18,8 +18,8 @@ import statistics
 import jax
 
 from experiments import supcon as supcon_config
-from jaxml import runner
 from jaxml.core import files
+from jaxml.studies.runs import run_once
 
 METHODS = {"supcon": "", "simclr": "simclr", "ce": "ce"}
 
@@ -29,7 +29,7 @@ def run_one(out: str, method: str, seed: int, smoke: bool) -> dict:
   arg = ",".join(filter(None, [METHODS[method], f"seed={seed}", "smoke" if smoke else ""]))
   config = supcon_config.get_config(arg)
   config.progress = False
-  return runner.run_once(config, workdir)
+  return run_once(config, workdir)
 
 
 def table(results: dict[str, list[dict]]) -> tuple[str, dict]:

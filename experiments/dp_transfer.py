@@ -35,7 +35,7 @@ def get_config(arg=None):
   scale = one_of(opts, "smoke", "cifar10", "cifar100", "imagenet")
 
   c = ml_collections.ConfigDict()
-  c.algo = "dp_features"
+  c.study = "dp_features"
   c.seed = opts.seed
   c.num_devices = 0  # 0 = every device of every host
   c.progress = True  # progress bar of the public pre-training

@@ -39,8 +39,15 @@ RUNNER_SETTINGS = ("seed", "num_devices", "batch_size", "eval_batch_size", "num_
 
 
 def run(config, workdir: str) -> dict:
-  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns a summary."""
+  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns a summary.
+
+  A config with a top-level `study` key instead of `algo` (sweeps and fits over trained runs)
+  is run by `jaxml.studies.run_study`, which leaves the same workdir contract.
+  """
   workdir = prepare_workdir(workdir)
+  if "study" in config:
+    from jaxml import studies  # pylint: disable=import-outside-toplevel  # studies use the runner
+    return studies.run_study(config, workdir)
   require_settings(config)
   mesh = mesh_lib.make_mesh(config.num_devices)
   check_config(config, mesh)
@@ -89,19 +96,6 @@ def run(config, workdir: str) -> dict:
     plot_metrics(writer.path, os.path.join(artifacts, "metrics.png"))
   summary["workdir"] = workdir
   return summary
-
-
-def run_once(config, workdir: str) -> dict:
-  """`run`, unless `workdir` holds a finished run: then that run's summary. Sweeps call this
-  for each of their runs so that a rerun picks up where it stopped (a preempted run resumes
-  from its checkpoint; a finished one is not trained again)."""
-  try:
-    summary = files.read_json(os.path.join(workdir, "artifacts", "summary.json"))
-    if not summary.get("preempted"):
-      return summary
-  except FileNotFoundError:
-    pass
-  return run(config, workdir)
 
 
 def build_algorithm(config, dataset) -> Algorithm:

@@ -64,8 +64,8 @@ def load(workdir: str, config=None) -> TrainedRun:
       config = ml_collections.ConfigDict(files.read_json(os.path.join(workdir, "config.json")))
     except FileNotFoundError:
       raise ConfigError(f"{workdir} has no config.json: not a jaxml workdir") from None
-  if "algo" not in config:
-    raise ConfigError(f"{workdir} is not a training run (its config names no algo)")
+  if "study" in config:
+    raise ConfigError(f"{workdir} is a {config.study!r} study, which trains no model")
   mesh = mesh_lib.make_mesh(config.num_devices)
   prepare_data(config.data)
   dataset = load_dataset(config.data)

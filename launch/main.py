@@ -33,8 +33,8 @@ def parse_flags(argv):
     config = _CONFIG.value  # loading errors in the config file surface here
     if config is None:
       cli.fail("--config is required, e.g. --config experiments/classifier.py:smoke")
-    # Reading a field is the point: a deferred load error raises here.
-    config.algo  # noqa: B018  # pylint: disable=pointless-statement
+    # A deferred load error raises here; a study config names a study instead of an algo.
+    config.study if "study" in config else config.algo  # noqa: B018  # pylint: disable=pointless-statement
   except flags.Error as err:
     cli.fail(cli.one_line(err))
   except (ValueError, KeyError, AttributeError, TypeError, ImportError, OSError) as err:

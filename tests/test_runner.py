@@ -45,17 +45,6 @@ def test_train_and_eval_steps_compile_once(tmp_path):
   smoke.run_compiling_once(_config(), tmp_path)
 
 
-def test_run_once_trains_again_only_a_preempted_run(tmp_path, monkeypatch):
-  first = runner.run_once(_config(), str(tmp_path))
-  calls = []
-  monkeypatch.setattr(runner, "run", lambda config, workdir: calls.append(workdir) or {})
-  again = runner.run_once(_config(), str(tmp_path))
-  assert calls == [] and again["eval/accuracy"] == first["eval/accuracy"]
-  summary_path = tmp_path / "artifacts" / "summary.json"
-  json.dump({**again, "preempted": True}, open(summary_path, "w"))
-  assert runner.run_once(_config(), str(tmp_path)) == {} and calls == [str(tmp_path)]
-
-
 def _tfevent_tags(path):
   """Scalar tags in a TensorBoard event file, read from the raw TFRecord framing."""
   from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel

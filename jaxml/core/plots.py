@@ -40,7 +40,13 @@ def plot_metrics(metrics_path: str, out_png: str, keys: tuple[str, ...] | None =
   for ax in list(axes.flat)[len(names):]:
     ax.axis("off")
   fig.tight_layout()
-  png = io.BytesIO()  # written whole, so a remote workdir gets it too and no reader sees half
-  fig.savefig(png, format="png", dpi=100)
-  files.write_bytes(out_png, png.getvalue())
-  return out_png
+  return save_figure(fig, out_png, dpi=100)
+
+
+def save_figure(fig, path, dpi: int = 110) -> str:
+  """Writes a matplotlib figure as PNG whole (atomically on disk, and to a gs:// workdir too),
+  so no reader ever sees half an image."""
+  png = io.BytesIO()
+  fig.savefig(png, format="png", dpi=dpi)
+  files.write_bytes(path, png.getvalue())
+  return str(path)

@@ -1,18 +1,18 @@
-"""Summaries of a sweep: rows of (method, x, seed, value) -> mean ± std table and a plot.
+"""Summaries of a sweep: rows of (method, x, seed, value) -> mean ± std per cell, as markdown.
 
-Used for accuracy-vs-ε studies, where a person wants one table row per method, one column
-per x value, and a line plot with error bars. Host-only (rule 4).
+Used for accuracy-vs-ε studies and per-game score tables, where a person wants one table row
+per method and one column per x value (the plot of the same statistics is
+`figures.plot_vs_x`). Host-only (rule 4).
 """
 
 from __future__ import annotations
 
-import io
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from jaxml.core import files
 
 
 def aggregate(rows: Iterable[Mapping], *, key: str, x: str, value: str
@@ -54,34 +54,7 @@ def markdown_table(stats: Mapping[tuple, tuple[float, float, int]], methods: Seq
   return "\n".join(lines) + "\n"
 
 
-def plot_vs_x(stats: Mapping[tuple, tuple[float, float, int]], methods: Sequence[str],
-              xs: Sequence[float], out_png: str, *, references: Mapping[str, float] = None,
-              x_label: str = "ε", y_label: str = "test accuracy", title: str = "",
-              log_x: bool = True) -> str:
-  """One line per method (mean with ±std error bars) over the finite x values; each
-  reference (e.g. a non-private baseline) is a dashed horizontal line."""
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel  # slow import
-
-  finite = [x for x in xs if not math.isinf(x)]
-  fig = Figure(figsize=(6, 4))
-  ax = fig.subplots()
-  for method in methods:
-    points = [(x, *stats[(method, x)][:2]) for x in finite if (method, x) in stats]
-    if points:
-      px, mean, std = zip(*points)
-      ax.errorbar(px, mean, yerr=std, marker="o", capsize=3, label=method)
-  for i, (name, level) in enumerate((references or {}).items()):
-    ax.axhline(level, linestyle="--", color=f"C{len(methods) + i}", label=name)
-  if log_x:
-    ax.set_xscale("log")
-  ax.set_xlabel(x_label)
-  ax.set_ylabel(y_label)
-  if title:
-    ax.set_title(title)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  png = io.BytesIO()  # written whole: atomically on disk, and to a gs:// workdir too
-  fig.savefig(png, format="png", dpi=100)
-  files.write_bytes(out_png, png.getvalue())
-  return out_png
+def slug(label: str) -> str:
+  """A table row's label as part of a metric name ("UniPi (w=1)" -> "unipi_w=1"): TensorBoard
+  tags keep only word characters, '-', '.', '/' (and '=' reads well in both)."""
+  return re.sub(r"[^\w=.-]+", "_", label.lower()).strip("_")

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxml.evaluators import study
+from jaxml.studies import figures, tables
 
 
 def _rows():
@@ -14,7 +14,7 @@ def _rows():
 
 
 def test_aggregate_means_and_sample_std():
-  stats = study.aggregate(_rows(), key="m", x="eps", value="acc")
+  stats = tables.aggregate(_rows(), key="m", x="eps", value="acc")
   mean, std, count = stats[("a", 1.0)]
   assert (mean, count) == (pytest.approx(0.6), 2)
   assert std == pytest.approx(np.std([0.5, 0.7], ddof=1))
@@ -22,8 +22,8 @@ def test_aggregate_means_and_sample_std():
 
 
 def test_table_bolds_the_best_and_marks_missing_cells():
-  stats = study.aggregate(_rows(), key="m", x="eps", value="acc")
-  table = study.markdown_table(stats, ["a", "b"], [1.0, math.inf])
+  stats = tables.aggregate(_rows(), key="m", x="eps", value="acc")
+  table = tables.markdown_table(stats, ["a", "b"], [1.0, math.inf])
   lines = table.strip().splitlines()
   assert lines[0] == "| method | ε = 1 | ε = ∞ |"
   assert lines[2] == "| a | 60.0 ± 14.1 | **95.0** |"
@@ -33,14 +33,14 @@ def test_table_bolds_the_best_and_marks_missing_cells():
 def test_table_with_named_columns():
   rows = [{"method": "dt", "game": "pong", "score": 0.5}, {"method": "bc", "game": "pong",
                                                           "score": 0.25}]
-  stats = study.aggregate(rows, key="method", x="game", value="score")
-  table = study.markdown_table(stats, ["dt", "bc"], ["pong"], x_name="")
+  stats = tables.aggregate(rows, key="method", x="game", value="score")
+  table = tables.markdown_table(stats, ["dt", "bc"], ["pong"], x_name="")
   assert table.splitlines()[0] == "| method | pong |"
   assert "| dt | **50.0** |" in table and "| bc | 25.0 |" in table
 
 
 def test_plot_writes_a_png(tmp_path):
-  stats = study.aggregate(_rows(), key="m", x="eps", value="acc")
-  out = study.plot_vs_x(stats, ["a", "b"], [1.0, math.inf], str(tmp_path / "p.png"),
+  stats = tables.aggregate(_rows(), key="m", x="eps", value="acc")
+  out = figures.plot_vs_x(stats, ["a", "b"], [1.0, math.inf], str(tmp_path / "p.png"),
                         references={"ref": 0.99})
   assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -18,19 +18,19 @@ Features" (Mehta et al.), end to end:
   4. Non-private references on the same features: the linear probe (softmax, l2 picked on
      held-out train rows) and every method without noise (ε = ∞ in the table).
 
-Each finished cell is appended to `results.jsonl`; run again on the same workdir, cells
-already there for the same config are skipped. Artifacts: `table.md` (test accuracy, mean ±
-std over seeds, and whether the paper's ordering holds here), `accuracy_vs_epsilon.png` and
-`summary.json`. Seeds vary the privacy noise and DP-SGD's sampling; the encoder is trained once.
+Each finished cell is a row of the study's results log (`results.jsonl`, keyed by method,
+ε and seed under a fingerprint of every other setting); run again on the same workdir, cells
+already there for the same settings are skipped. Artifacts: `table.md` (test accuracy, mean ±
+std over seeds, and whether the paper's ordering holds here) and `accuracy_vs_epsilon.png`,
+next to the common study outputs (jaxml/studies/base.py). Seeds vary the privacy noise and
+DP-SGD's sampling; the encoder is trained once.
 
-Algorithm contract: `validate(config)` and `fit(config, workdir, mesh, pretrained)`.
+Study protocol: `build(config) -> Study` (jaxml/studies/base.py); `config.study = "dp_features"`.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import math
 import os
@@ -40,21 +40,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxml import trained
+from jaxml.core import files
 from jaxml.core import mesh as mesh_lib
 from jaxml.data import load_dataset
 from jaxml.errors import ConfigError
 from jaxml.evaluators import linear_probe
-from jaxml.evaluators import study
 from jaxml.privacy import accounting, linear_heads
+from jaxml.studies import figures, results, runs, tables
+from jaxml.studies.base import Study
 
 METHODS = ("least_squares", "newton", "feature_covariance", "sgd")
 LABELS = {"least_squares": "DP-LS", "newton": "DP-Newton", "feature_covariance": "DP-FC",
           "sgd": "DP-SGD"}
 PROBE = "non-private probe"
-RESULTS = "results.jsonl"
+# The sweep's axes: they say which cells exist (the row key), not what is in a cell.
+SWEEP = ("methods", "epsilons", "seeds")
 # A method "holds up" at an ε when its mean test accuracy is within this many points of the
 # best private method's there (the table says so in words).
 ROBUST_GAP = 0.02
+
+
+def build(config) -> Study:
+  """The study of `config`, after every check that can fail on the config alone."""
+  validate(config)
+  epsilons = [float(e) for e in config.epsilons] + [math.inf]
+  headline = tuple(f"accuracy/{m}/eps={e:g}" for m in config.methods for e in epsilons)
+  return Study(run=functools.partial(fit, config),
+               headline=headline + ("accuracy/nonprivate_probe",),
+               outputs=(results.RESULTS, "artifacts/table.md",
+                        "artifacts/accuracy_vs_epsilon.png"))
 
 
 def validate(config) -> None:
@@ -146,47 +161,21 @@ def _cell_key(seed: int, method: str, epsilon: float) -> jax.Array:
 
 
 def fingerprint(config) -> str:
-  """What a results row depends on: the config without the sweep's lists, the device count
-  and progress bars."""
-
-  def strip(tree):
-    if not isinstance(tree, dict):
-      return tree
-    return {k: strip(v) for k, v in tree.items() if k not in ("progress", "num_devices")}
-
-  fields = {k: v for k, v in strip(json.loads(config.to_json_best_effort())).items()
-            if k not in ("methods", "epsilons", "seeds")}
-  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+  """What a results row depends on: every setting but the sweep's axes (in the row key), the
+  device count and progress bars."""
+  return results.fingerprint(config, exclude=SWEEP)
 
 
-def _read_results(path: str, tag: str, repair: bool) -> list[dict]:
-  """The rows of `path` made with config fingerprint `tag`. A torn last line (a run killed
-  mid-write) is dropped, and with `repair` the file is rewritten without it, atomically, so
-  that new rows are not appended onto it."""
-  if not os.path.exists(path):
-    return []
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
-  lines, rows = [], []
-  for line in text.splitlines():
-    try:
-      rows.append(json.loads(line))
-      lines.append(line)
-    except json.JSONDecodeError:
-      continue
-  if repair and (len(lines) != len(text.splitlines()) or not text.endswith("\n")) and text:
-    _write_text(path, "".join(line + "\n" for line in lines))
-  return [row for row in rows if row.get("fingerprint") == tag]
-
-
-def extract_features(config, workdir, pretrained):
-  """(train x, train labels, test x, test labels, num_classes) of the private data."""
+def extract_features(config, workdir):
+  """(train x, train labels, test x, test labels, num_classes) of the private data, from the
+  encoder of `public_workdir`, or of the public run trained (or resumed) in <workdir>/public."""
   if config.public_workdir:
-    encoder = pretrained(config.public_workdir)
+    encoder = trained.load(config.public_workdir)
   else:
     public = config.public.copy_and_resolve_references()
-    public.progress = public.get("progress", True) and config.get("progress", True)
-    encoder = pretrained(os.path.join(workdir, "public"), public)
+    public.progress = public.progress and config.progress
+    runs.run_once(public, os.path.join(workdir, "public"))
+    encoder = trained.load(os.path.join(workdir, "public"))
   dataset = load_dataset(config.data)
   batch = int(config.features.batch_size)
   center = None
@@ -198,9 +187,10 @@ def extract_features(config, workdir, pretrained):
   return prep(train_x), train_y, prep(test_x), test_y, dataset.num_classes
 
 
-def fit(config, workdir: str, mesh, pretrained) -> dict:
+def fit(config, workdir: str) -> dict:
   """Runs (or resumes) the whole study in `workdir`; returns its summary."""
-  train_x, train_y, test_x, test_y, num_classes = extract_features(config, workdir, pretrained)
+  mesh = mesh_lib.make_mesh(config.get("num_devices", 0))
+  train_x, train_y, test_x, test_y, num_classes = extract_features(config, workdir)
   n = len(train_x)
   delta = float(config.delta) or accounting.default_delta(n)
   accounting.check_delta(delta, n)
@@ -212,36 +202,32 @@ def fit(config, workdir: str, mesh, pretrained) -> dict:
              np.ones(len(test_x), bool))]
   fit_and_score = jax.jit(_fit_and_score)
 
-  tag = fingerprint(config)
-  results_path = os.path.join(workdir, RESULTS)
-  rows = _read_results(results_path, tag, repair=is_chief)
-  done = {(r["method"], r["epsilon"], r["seed"]) for r in rows}
+  log = results.ResultsLog(os.path.join(workdir, results.RESULTS), fingerprint(config),
+                          write=is_chief)
   for name in config.methods:
     for epsilon in [*config.epsilons, math.inf]:
       stored_eps = None if math.isinf(epsilon) else float(epsilon)
+      seeds = [int(s) for s in config.seeds if (name, stored_eps, int(s)) not in log]
+      if not seeds:  # every cell logged: no need to calibrate the noise again
+        continue
       method = make_method(name, config, float(epsilon), delta, num_classes)
       spent = (math.inf if math.isinf(epsilon) else accounting.epsilon_of_events(
           method.event(num_classes), delta, config.accountant))
-      for seed in config.seeds:
-        if (name, stored_eps, int(seed)) in done:
-          continue
+      for seed in seeds:
+        key = (name, stored_eps, seed)
         train_acc, test_acc = jax.device_get(fit_and_score(
-            method, _cell_key(int(seed), name, epsilon), *arrays))
-        row = {"method": name, "epsilon": stored_eps, "seed": int(seed),
+            method, _cell_key(seed, name, epsilon), *arrays))
+        row = {"method": name, "epsilon": stored_eps, "seed": seed,
                "test_accuracy": float(test_acc), "train_accuracy": float(train_acc),
                "epsilon_accounted": None if math.isinf(spent) else spent, "delta": delta,
                "noise": {k: v for k, v in vars(method).items()
-                         if k.startswith("sigma") or k == "noise_multiplier"},
-               "fingerprint": tag}
+                         if k.startswith("sigma") or k == "noise_multiplier"}}
         logging.info("dp_features %s eps=%s seed=%s: test accuracy %.4f", name, stored_eps,
                      seed, test_acc)
-        rows.append(row)
-        if is_chief:
-          with open(results_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        log.put(key, row)
 
   probe = linear_probe.evaluate(train_x, train_y, test_x, test_y, num_classes, l2=None)
-  return report(config, rows, probe["test_accuracy"], workdir if is_chief else None,
+  return report(config, log.rows(), probe["test_accuracy"], workdir if is_chief else None,
                 delta=delta, num_train=n, feature_dim=train_x.shape[1])
 
 
@@ -282,38 +268,28 @@ def report(config, rows, probe_accuracy: float, workdir: str | None, *, delta: f
                "eps": math.inf if r["epsilon"] is None else r["epsilon"]} for r in rows
               if r["method"] in methods and (r["epsilon"] is None or r["epsilon"] in epsilons)
               and r["seed"] in list(config.seeds)]
-  stats = study.aggregate(labelled, key="method", x="eps", value="test_accuracy")
+  stats = tables.aggregate(labelled, key="method", x="eps", value="test_accuracy")
   order = ordering(stats, methods, epsilons)
   labels = {m: LABELS[m] for m in methods}
   label_stats = {(labels[m], e): v for (m, e), v in stats.items()}
   summary = {f"accuracy/{m}/eps={e:g}": stats[(m, e)][0] for (m, e) in stats}
   summary.update({"accuracy/nonprivate_probe": probe_accuracy, "delta": delta,
                   "num_private_train": num_train, "feature_dim": feature_dim,
-                  "ordering": order, "preempted": False,
-                  "outputs": "results.jsonl, artifacts/table.md, "
-                             "artifacts/accuracy_vs_epsilon.png"})
+                  "ordering": order, "step": len(labelled)})
   if workdir is None:
     return summary
   artifacts = os.path.join(workdir, "artifacts")
-  os.makedirs(artifacts, exist_ok=True)
-  table = study.markdown_table(label_stats, list(labels.values()), [*epsilons, math.inf])
+  files.makedirs(artifacts)
+  table = tables.markdown_table(label_stats, list(labels.values()), [*epsilons, math.inf])
   text = (f"Test accuracy (%) of private linear heads on frozen features, mean ± std over "
           f"seeds {list(config.seeds)}; δ = {delta:.3g}, n = {num_train} private training "
           f"examples, {feature_dim}-dim features. ε = ∞ is the same method without noise. "
           f"Non-private probe (softmax, l2 by held-out split): {100 * probe_accuracy:.1f}.\n\n"
           f"{table}\n{_ordering_text(order)}")
-  _write_text(os.path.join(artifacts, "table.md"), text)
-  study.plot_vs_x(label_stats, list(labels.values()), epsilons,
-                  os.path.join(artifacts, "accuracy_vs_epsilon.png"),
-                  references={PROBE: probe_accuracy},
-                  title=f"private linear heads, δ={delta:.2g}, n={num_train}")
-  _write_text(os.path.join(artifacts, "summary.json"),
-              json.dumps(summary, indent=2, sort_keys=True, default=str))
+  files.write_text(os.path.join(artifacts, "table.md"), text)
+  figures.plot_vs_x(label_stats, list(labels.values()), epsilons,
+                    os.path.join(artifacts, "accuracy_vs_epsilon.png"),
+                    references={PROBE: probe_accuracy},
+                    title=f"private linear heads, δ={delta:.2g}, n={num_train}")
   return summary
 
-
-def _write_text(path: str, text: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)

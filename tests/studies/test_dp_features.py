@@ -8,7 +8,7 @@ import pytest
 
 from experiments import dp_transfer
 from jaxml import runner
-from jaxml.algos import dp_features
+from jaxml.studies import dp_features
 from jaxml.errors import ConfigError
 
 METHODS = ("least_squares", "newton", "feature_covariance", "sgd")
@@ -68,8 +68,7 @@ def test_noiseless_least_squares_is_ridge_on_the_study_features(public_workdir, 
   config = _config(public_workdir, methods=("least_squares",), epsilons=(8.0,), seeds=(0,))
   runner.run(config, str(tmp_path))
   got = {r["epsilon"]: r for r in _rows(tmp_path)}[None]
-  train_x, train_y, test_x, test_y, k = dp_features.extract_features(
-      config, str(tmp_path), runner.pretrained)
+  train_x, train_y, test_x, test_y, k = dp_features.extract_features(config, str(tmp_path))
   x = train_x.astype(np.float64)
   w = np.linalg.solve(x.T @ x + config.least_squares.l2 * np.eye(x.shape[1]),
                       x.T @ np.eye(k)[train_y])
