@@ -110,13 +110,17 @@ class Measurements:
     self.logs = {name: results.ResultsLog(path, results.fingerprint(config, exclude=exclude),
                                           write=write) for name, exclude in EXCLUDE.items()}
     self.measured: dict[tuple, list[dict]] = {}
+    # One jitted policy per trained run: every measurement of it (both splits, control and
+    # consistency, any guidance) reuses one compilation.
+    self.policies: dict[str, object] = {}
 
   def rows(self, study_name: str) -> list[dict]:
     return [r for rows in self.measured.values() for r in rows if r["study"] == study_name]
 
   def measure(self, study_name: str, method: str, workdir: str, measure) -> list[dict]:
     """The rows of `study_name` for the trained run in `workdir`: `measure(config, dataset,
-    state, key)`'s rows, tagged with study, method and run, unless they are logged already."""
+    state, key, policy)`'s rows, tagged with study, method and run, unless they are logged
+    already."""
     run_name = os.path.basename(os.path.normpath(workdir))
     key = (study_name, method, run_name)
 
@@ -124,9 +128,11 @@ class Measurements:
       run = trained.load(workdir)
       config, dataset, state = run.config, run.dataset, run.state
       stream = rng.stream(jax.random.key(config.seed), f"study-{study_name}")
+      if workdir not in self.policies:
+        self.policies[workdir] = unipi_algo.make_policy(config)
       started = time.time()
       rows = [{"study": study_name, "method": method, "run": run_name, **row}
-              for row in measure(config, dataset, state, stream)]
+              for row in measure(config, dataset, state, stream, self.policies[workdir])]
       print(f"{study_name} {method} in {time.time() - started:.0f} s", flush=True)
       return {"rows": rows}
 
@@ -139,11 +145,11 @@ def control_rows(measurements: Measurements, method: str, workdir: str, episodes
   """Success rate and steps to success of the policy in `workdir` (or of `act` on the same
   episodes), per split and level."""
 
-  def measure(config, _, state, key):
+  def measure(config, _, state, key, policy):
     config.control.episodes = episodes
     for want in ("seen", "heldout"):
       outcome = unipi_algo.control(config, state, jax.random.fold_in(key, want == "heldout"),
-                                   want=want, guidance=guidance, act=act)
+                                   want=want, guidance=guidance, act=act, policy=policy)
       for level, result in outcome.items():
         print(f"  {want}/{level}: success {result.success_rate:.2f}", flush=True)
         yield {"want": want, "level": level, "success": result.success_rate,
@@ -156,11 +162,11 @@ def consistency_rows(measurements: Measurements, method: str, workdir: str, wind
                      guidance=None) -> list[dict]:
   """Frame consistency of plans from `windows` test windows, and the mismatched reference."""
 
-  def measure(config, dataset, state, key):
+  def measure(config, dataset, state, key, policy):
     for split_name, split in (("test", dataset.test),
                               ("heldout", babyai_source.heldout_split(config.data))):
       plans, video = unipi_algo.window_plans(config, state, split, key, count=windows,
-                                             guidance=guidance)
+                                             guidance=guidance, policy=policy)
       static = unipi_algo.static_pixels(video)
       mismatched = np.roll(plans, 1, axis=0)  # another window's plan on this window's scene
       yield {"split": split_name, "windows": windows,

@@ -156,13 +156,13 @@ def unipi_measures(monkeypatch, no_training):
   calls = {"control": [], "consistency": []}
   smoke = ml_collections.ConfigDict({"seed": 0, "control": {"episodes": 0}, "data": {}})
 
-  def control(config, state, key, *, want, guidance=None, act=None):
+  def control(config, state, key, *, want, guidance=None, act=None, policy=None):
     del state, key, guidance, act
     calls["control"].append(config.control.episodes)
     return {"goto": types.SimpleNamespace(success_rate=0.5, mean_steps=3.0,
                                           success=[True, False])}
 
-  def window_plans(config, state, split, key, *, count, guidance=None):
+  def window_plans(config, state, split, key, *, count, guidance=None, policy=None):
     del config, state, split, key, guidance
     calls["consistency"].append(count)
     video = np.zeros((count, 3, 2, 2, 3), np.float32)

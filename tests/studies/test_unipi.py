@@ -43,7 +43,7 @@ def test_measure_tags_rows_and_measures_a_run_once(tmp_path, monkeypatch):
       config=ml_collections.ConfigDict({"seed": 0}), dataset=None, state=None))
   calls = []
 
-  def measure(config, dataset, state, key):
+  def measure(config, dataset, state, key, policy):
     calls.append(key)
     yield {"value": 1.5}
 
