@@ -47,7 +47,7 @@ def test_builds_once_then_reuses(tmp_path):
   assert not prepare_data(config(root))  # the second run reuses the dataset
   assert len(BUILDS) == 1 and not os.path.exists(BUILDS[0])  # built aside, renamed into place
   dataset = load_dataset(config(root))
-  assert dataset.input_shape == minatar_episodes.FRAME_SHAPE and dataset.num_classes == 6
+  assert dataset.fields["frame"].shape[1:] == minatar_episodes.FRAME_SHAPE
   window = dataset.train.read(np.arange(2))
   assert window["frame"].shape == (2, 3, 10, 10, 10)
   assert sorted(os.listdir(tmp_path)) == ["episodes"]
