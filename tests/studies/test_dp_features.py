@@ -142,7 +142,7 @@ def test_bad_studies_are_config_errors(public_workdir, tmp_path, overrides, mess
 def test_encoder_input_shape_must_match_the_private_data(public_workdir, tmp_path):
   config = _config(public_workdir)
   config.data = {"source": "synthetic", "image_shape": (4, 4, 1), "num_classes": 3}
-  with pytest.raises(ConfigError, match="inputs of shape"):
+  with pytest.raises(ConfigError, match=r"'image' examples are \(8, 8, 1\) but the data's are \(4, 4, 1\)"):
     runner.run(config, str(tmp_path))
 
 
