@@ -1,22 +1,45 @@
 """The real launcher: every experiment's smoke variant runs; bad input exits 2 in one line."""
 
 import glob
+import importlib
 import json
 import os
 
 import pytest
 
-from tests.launch_utils import REPO, run_launcher
+from tests.launch_utils import REPO, checkpoint_steps, run_launcher
 
 EXPERIMENTS = sorted(os.path.relpath(p, REPO)
                      for p in glob.glob(os.path.join(REPO, "experiments", "[!_]*.py")))
+
+
+def _asked_config(experiment: str) -> dict:
+  """The experiment file's smoke config with the command line's override, as JSON."""
+  module = importlib.import_module(experiment[:-len(".py")].replace("/", "."))
+  config = module.get_config("smoke")
+  assert config.progress, "the override below must change the config to show up"
+  config.progress = False  # launch_cmd passes --config.progress=False
+  return json.loads(config.to_json_best_effort())
+
+
+def _assert_config_and_headline(experiment, proc, workdir):
+  """config.json is what was asked; the `final` line prints summary.json's scores."""
+  assert json.load(open(workdir / "config.json")) == _asked_config(experiment)
+  summary = json.load(open(workdir / "artifacts" / "summary.json"))
+  finals = [l for l in proc.stdout.splitlines() if l.startswith("final ")]
+  assert len(finals) == 1, proc.stdout[-3000:]
+  headline = dict(pair.rsplit("=", 1) for pair in finals[0][len("final "):].split())
+  assert headline and {k for k in summary if k.startswith("eval/")} <= headline.keys()
+  for name, printed in headline.items():
+    assert printed == f"{summary[name]:.4f}", (name, proc.stdout[-3000:])
+  assert f"outputs: {workdir} (" in proc.stdout
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_smoke_variant_runs_through_launcher(experiment, tmp_path):
   proc = run_launcher(f"{experiment}:smoke", tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "final " in proc.stdout and str(tmp_path) in proc.stdout
+  _assert_config_and_headline(experiment, proc, tmp_path)
   summary = json.load(open(tmp_path / "artifacts" / "summary.json"))
   config = json.load(open(tmp_path / "config.json"))
   if config["algo"] == "dp_features":  # a study: a results table instead of a train loop
@@ -25,11 +48,22 @@ def test_smoke_variant_runs_through_launcher(experiment, tmp_path):
     assert "accuracy/feature_covariance/eps=8" in proc.stdout
     return
   assert summary["preempted"] is False and summary["step"] > 0
-  assert config["algo"] == summary.get("algo", config["algo"])
+  num_steps = config["num_steps"]
+  assert summary["step"] == num_steps and summary["algo"] == config["algo"]
+  # metrics.jsonl: steps never go back; training is logged every log_every steps and at the
+  # last one; the last step's rows hold the summary's evaluation scores.
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-  assert all("step" in r for r in rows)
+  steps = [r["step"] for r in rows]
+  assert steps == sorted(steps) and steps[-1] == num_steps
+  every = config["log_every"]
+  assert [r["step"] for r in rows if "train/loss" in r] == sorted(
+      set(range(every, num_steps + 1, every)) | {num_steps})
+  last = {k: v for r in rows if r["step"] == num_steps for k, v in r.items()}
+  for name in (k for k in summary if k.startswith("eval/")):
+    assert last[name] == pytest.approx(summary[name], rel=1e-6), name
+  assert checkpoint_steps(tmp_path)[-1] == num_steps
   assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
-  assert os.path.exists(tmp_path / "artifacts" / "metrics.png")
+  assert open(tmp_path / "artifacts" / "metrics.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_default_digits_prints_accuracy_above_chance(tmp_path):
