@@ -1,12 +1,13 @@
 """The real launcher: every experiment's smoke variant runs; bad input exits 2 in one line."""
 
 import glob
+import importlib
 import json
 import os
 
 import pytest
 
-from tests.launch_utils import REPO, run_launcher
+from tests.launch_utils import REPO, checkpoint_steps, run_launcher
 
 # Every experiment config (base.py holds the runner settings they start from).
 EXPERIMENTS = sorted(os.path.relpath(p, REPO)
@@ -14,22 +15,57 @@ EXPERIMENTS = sorted(os.path.relpath(p, REPO)
                      if os.path.basename(p) != "base.py")
 
 
+def _asked_config(experiment: str) -> dict:
+  """The experiment file's smoke config with the command line's override, as JSON."""
+  module = importlib.import_module(experiment[:-len(".py")].replace("/", "."))
+  config = module.get_config("smoke")
+  assert config.progress, "the override below must change the config to show up"
+  config.progress = False  # launch_cmd passes --config.progress=False
+  return json.loads(config.to_json_best_effort())
+
+
+def _assert_config_and_headline(experiment, proc, workdir):
+  """config.json is what was asked; the `final` line prints summary.json's scores."""
+  assert json.load(open(workdir / "config.json")) == _asked_config(experiment)
+  summary = json.load(open(workdir / "artifacts" / "summary.json"))
+  finals = [l for l in proc.stdout.splitlines() if l.startswith("final ")]
+  assert len(finals) == 1, proc.stdout[-3000:]
+  headline = dict(pair.rsplit("=", 1) for pair in finals[0][len("final "):].split())
+  assert headline and {k for k in summary if k.startswith("eval/")} <= headline.keys()
+  for name, printed in headline.items():
+    assert printed == f"{summary[name]:.4f}", (name, proc.stdout[-3000:])
+  assert f"outputs: {workdir} (" in proc.stdout
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_smoke_variant_runs_through_launcher(experiment, tmp_path):
   proc = run_launcher(f"{experiment}:smoke", tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "final " in proc.stdout and str(tmp_path) in proc.stdout
+  _assert_config_and_headline(experiment, proc, tmp_path)
   summary = json.load(open(tmp_path / "artifacts" / "summary.json"))
   config = json.load(open(tmp_path / "config.json"))
   assert summary["preempted"] is False and summary["step"] > 0
   kind = "study" if "study" in config else "algo"  # a study runs instead of an algorithm
-  assert config[kind] == summary.get(kind, config[kind])
-  headline = summary.get("headline") or []
-  assert all(f"{name}=" in proc.stdout for name in headline)
+  assert summary[kind] == config[kind]
+  # metrics.jsonl: steps never go back and end at the summary's step, whose rows hold every
+  # headline metric the summary has.
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-  assert all("step" in r for r in rows)
+  steps = [r["step"] for r in rows]
+  assert steps == sorted(steps) and steps[-1] == summary["step"]
+  last = {k: v for r in rows if r["step"] == summary["step"] for k, v in r.items()}
+  for name in (k for k in summary["headline"] if k in summary):
+    assert last[name] == pytest.approx(summary[name], rel=1e-6, nan_ok=True), name
+  if kind == "algo":
+    # Training is logged every log_every steps and at the last one, and checkpointed there.
+    num_steps, every = config["num_steps"], config["log_every"]
+    assert summary["step"] == num_steps
+    assert [r["step"] for r in rows if "train/loss" in r] == sorted(
+        set(range(every, num_steps + 1, every)) | {num_steps})
+    for name in (k for k in summary if k.startswith("eval/")):
+      assert last[name] == pytest.approx(summary[name], rel=1e-6), name
+    assert checkpoint_steps(tmp_path)[-1] == num_steps
   assert glob.glob(str(tmp_path / "events.out.tfevents.*"))
-  assert os.path.exists(tmp_path / "artifacts" / "metrics.png")
+  assert open(tmp_path / "artifacts" / "metrics.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_default_digits_prints_accuracy_above_chance(tmp_path):

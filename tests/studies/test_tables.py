@@ -40,7 +40,15 @@ def test_table_with_named_columns():
 
 
 def test_plot_writes_a_png(tmp_path):
+  from matplotlib import image  # pylint: disable=import-outside-toplevel
   stats = tables.aggregate(_rows(), key="m", x="eps", value="acc")
   out = figures.plot_vs_x(stats, ["a", "b"], [1.0, math.inf], str(tmp_path / "p.png"),
                         references={"ref": 0.99})
   assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  with_ref = image.imread(out)
+  assert with_ref.shape[:2] == (400, 600)  # 6 x 4 inches at 100 dpi
+  # The reference is drawn: the same plot without it differs, and only in some pixels.
+  bare = image.imread(figures.plot_vs_x(stats, ["a", "b"], [1.0, math.inf],
+                                      str(tmp_path / "bare.png")))
+  changed = np.any(with_ref != bare, axis=-1).mean()
+  assert 0 < changed < 0.2, changed
