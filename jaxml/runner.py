@@ -11,8 +11,6 @@ again with `jaxml.trained.load`.
 from __future__ import annotations
 
 import importlib
-import json
-import os
 import pkgutil
 
 import jax
@@ -22,8 +20,8 @@ from jaxml.algos.base import Algorithm
 from jaxml.core import files
 from jaxml.core import mesh as mesh_lib
 from jaxml.core.checkpoint import Checkpointer, warm_start
+from jaxml.core import workdir as workdir_lib
 from jaxml.core.metrics import MetricWriter
-from jaxml.core.plots import plot_metrics
 from jaxml.data import load_dataset
 from jaxml.errors import ConfigError
 from jaxml.training.data import prepare_data
@@ -56,8 +54,7 @@ def run(config, workdir: str) -> dict:
   algorithm = build_algorithm(config, dataset)
   is_chief = jax.process_index() == 0
   if is_chief:
-    files.write_json(os.path.join(workdir, "config.json"),
-                     json.loads(config.to_json_best_effort()), sort_keys=True)
+    workdir_lib.write_config(workdir, config)
 
   # The ambient mesh lets algorithms call jax.shard_map (e.g. SupCon's all-gather).
   with jax.set_mesh(mesh):
@@ -90,10 +87,7 @@ def run(config, workdir: str) -> dict:
       checkpointer.close()
   summary.update(algo=config.algo, headline=list(algorithm.headline))
   if is_chief:
-    artifacts = os.path.join(workdir, "artifacts")
-    files.makedirs(artifacts)
-    files.write_json(os.path.join(artifacts, "summary.json"), summary, sort_keys=True)
-    plot_metrics(writer.path, os.path.join(artifacts, "metrics.png"))
+    workdir_lib.write_artifacts(workdir, summary, writer.path)
   summary["workdir"] = workdir
   return summary
 

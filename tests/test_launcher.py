@@ -31,7 +31,9 @@ def _assert_config_and_headline(experiment, proc, workdir):
   finals = [l for l in proc.stdout.splitlines() if l.startswith("final ")]
   assert len(finals) == 1, proc.stdout[-3000:]
   headline = dict(pair.rsplit("=", 1) for pair in finals[0][len("final "):].split())
-  assert headline and {k for k in summary if k.startswith("eval/")} <= headline.keys()
+  # The algorithm's (or study's) headline metrics, in its order: those the run computed.
+  assert list(headline) == [k for k in summary["headline"]
+                            if isinstance(summary.get(k), float)] and headline
   for name, printed in headline.items():
     assert printed == f"{summary[name]:.4f}", (name, proc.stdout[-3000:])
   assert f"outputs: {workdir} (" in proc.stdout

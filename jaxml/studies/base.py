@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
-import os
 import pkgutil
 from collections.abc import Callable
 
-from jaxml.core import files
 from jaxml.errors import ConfigError
 
 # Modules of this package that are not studies.
@@ -64,15 +61,14 @@ def run_study(config, workdir: str) -> dict:
   # Imported here: the runner dispatches to this function, and jax is slow to import.
   import jax  # pylint: disable=import-outside-toplevel
   from jaxml import runner  # pylint: disable=import-outside-toplevel
+  from jaxml.core import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from jaxml.core.metrics import MetricWriter  # pylint: disable=import-outside-toplevel
-  from jaxml.core.plots import plot_metrics  # pylint: disable=import-outside-toplevel
 
   workdir = runner.prepare_workdir(workdir)
   study = load_study(config.study).build(config)
   is_chief = jax.process_index() == 0
   if is_chief:
-    files.write_json(os.path.join(workdir, "config.json"),
-                     json.loads(config.to_json_best_effort()), sort_keys=True)
+    workdir_lib.write_config(workdir, config)
   summary = dict(study.run(workdir))
   step = int(summary["step"])
   scalars = {k: v for k, v in summary.items()
@@ -86,12 +82,9 @@ def run_study(config, workdir: str) -> dict:
   summary.update(study=config.study, headline=list(study.headline), preempted=False,
                  outputs=", ".join(COMMON_OUTPUTS + study.outputs))
   if is_chief:
-    artifacts = os.path.join(workdir, "artifacts")
-    files.makedirs(artifacts)
-    files.write_json(os.path.join(artifacts, "summary.json"), summary, sort_keys=True)
-    # As for a training run: curves of what was logged at two or more steps (a study rerun
-    # with a wider sweep); the study's own tables and plots show its final numbers.
-    plot_metrics(writer.path, os.path.join(artifacts, "metrics.png"))
+    # metrics.png as for a training run: curves of what was logged at two or more steps (a
+    # study rerun with a wider sweep); the study's own tables and plots show its final numbers.
+    workdir_lib.write_artifacts(workdir, summary, writer.path)
   summary["workdir"] = workdir
   return summary
 
