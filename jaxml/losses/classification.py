@@ -12,10 +12,14 @@ import optax
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
   """Per-position cross-entropy [...] of logits [..., K] against integer labels [...],
-  optionally against labels smoothed towards uniform by `label_smoothing`."""
-  if not label_smoothing:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  optionally against labels smoothed towards uniform by `label_smoothing`.
+
+  Always through one-hot targets (the form smoothing needs), so a run with and without
+  smoothing takes the same arithmetic, and the classifier's recorded results reproduce bit
+  for bit (optax's integer-label form rounds differently)."""
+  targets = jax.nn.one_hot(labels, logits.shape[-1])
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
   return optax.softmax_cross_entropy(logits, targets)
 
 
