@@ -62,6 +62,9 @@ def make_config(size: str, games, greedy: bool = False):
   config = experiment.get_config()
   config.model.update(SIZES[size])
   config.data.games = tuple(games)
+  # κ over the return bins' one range: per-game ranges come from a built dataset, which this
+  # benchmark (random parameters, random windows) neither needs nor builds.
+  config.play.kappa_scale = "global"
   if greedy:  # deterministic play: fixed return, argmax action (ties aside)
     config.play.fixed_return, config.play.temperature = True, 1e-6
   return config
