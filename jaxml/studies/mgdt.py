@@ -174,8 +174,10 @@ def attention_png(workdir: str, path: str) -> str:
   windows = dataset.test.read(np.arange(len(dataset.test)))
   bins = mgdt_algo.return_bins(config)
   for g, game in enumerate(games):
-    # A window late in its game's test episodes, full (4 valid steps), with objects on screen.
-    index = int(np.flatnonzero((windows["game"] == g) & (windows["step_mask"].min(1) > 0))[-50])
+    # A window late in its game's test episodes (50 from the end, or the first of a smaller
+    # smoke-size split), full (4 valid steps), with objects on screen.
+    full = np.flatnonzero((windows["game"] == g) & (windows["step_mask"].min(1) > 0))
+    index = int(full[-min(50, len(full))])
     window = {k: v[index] for k, v in windows.items()}
     window["return"] = np.asarray(bins.encode(window["return_to_go"]))
     window["reward"] = np.asarray(mgdt_algo.dt.encode_reward(window["reward"], window["done"]))
