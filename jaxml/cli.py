@@ -15,7 +15,13 @@ from absl import app, flags
 
 from jaxml.errors import ConfigError
 
+# The launcher's exit codes (README and BUILD.md list them): 0 finished or preempted (a rerun
+# resumes), 1 a failed run (e.g. NaN/Inf in stop mode), 2 bad input refused before anything
+# compiled, 3 a storage fault (out of space, read-only or vanished workdir), 130 Ctrl-C.
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_STORAGE = 3
+EXIT_INTERRUPTED = 130
 
 
 def one_line(err: BaseException) -> str:
