@@ -6,8 +6,9 @@ import importlib
 import pkgutil
 
 from jaxml.data import sources as _sources
-from jaxml.data.base import (ArraySplit, Dataset, Field, Split, Task, check_examples,
-                             image_classification, select_classes)
+from jaxml.data.base import (ArraySplit, Dataset, Field, Split, Task, image_classification,
+                             select_classes)
+from jaxml.data.check import check_dataset
 from jaxml.errors import ConfigError
 
 __all__ = ["ArraySplit", "Dataset", "Field", "Split", "Task", "image_classification",
@@ -26,7 +27,11 @@ def load_dataset(data_config) -> Dataset:
   - `<package.module>:<function>`: a plug-in, e.g. a generated or environment-collected
     dataset, called as `function(data_config)` and returning a `jaxml.data.Dataset`, which
     describes its `fields` and `task` (`image_classification(...)` builds the common
-    image/label one). Its first train example is read once, to check the description.
+    image/label one).
+
+  Whatever the source, its splits are then checked against its description (`jaxml.data.check`:
+  dtypes, shapes, finite floats, non-empty splits, labels within the classes), so bad data is
+  one ConfigError naming the source, split and field, before anything compiles.
 
   Every source module has `load(data_config) -> Dataset`. Any source takes
   `data_config.classes`, a list of class ids: only those classes are kept, relabelled
@@ -42,6 +47,7 @@ def load_dataset(data_config) -> Dataset:
   else:
     dataset = _checked(importlib.import_module(f"jaxml.data.sources.{module_name}").load(
         data_config), source)
+  check_dataset(dataset, source)
   classes = data_config.get("classes")
   return select_classes(dataset, classes) if classes else dataset
 
@@ -52,12 +58,11 @@ def _load_plugin(source: str, data_config) -> Dataset:
     fn = getattr(importlib.import_module(module_name), fn_name or "load")
   except (ImportError, AttributeError) as err:
     raise ConfigError(f"dataset plug-in {source!r} cannot be loaded: {err}") from None
-  dataset = _checked(fn(data_config), source)
-  if len(dataset.train):
-    # Built-in sources are tested to match their fields; a plug-in is checked here, before
-    # a mismatch could surface as a shape error inside a jitted step.
-    check_examples(dataset.train, dataset.fields, where=f"dataset plug-in {source!r}: train")
-  return dataset
+  try:
+    dataset = fn(data_config)
+  except ConfigError as err:  # e.g. an ArraySplit of unequal arrays, built inside the plug-in
+    raise ConfigError(f"dataset plug-in {source!r}: {err}") from None
+  return _checked(dataset, source)
 
 
 def _checked(dataset, source: str) -> Dataset:

@@ -66,9 +66,12 @@ class ArraySplit:
   arrays: Mapping[str, np.ndarray]
 
   def __post_init__(self):
+    if not self.arrays:
+      raise ConfigError("an ArraySplit needs at least one array")
     lengths = {k: len(v) for k, v in self.arrays.items()}
     if len(set(lengths.values())) != 1:
-      raise ValueError(f"ArraySplit arrays must have equal length, got {lengths}")
+      counts = ", ".join(f"{k!r} {n}" for k, n in lengths.items())
+      raise ConfigError(f"split fields hold different numbers of examples: {counts}")
 
   def __len__(self) -> int:
     return len(next(iter(self.arrays.values())))
@@ -210,7 +213,6 @@ class Dataset:
     return self.task.num_classes
 
 
-
 def image_classification(train: Split, test: Split, image_shape, num_classes: int,
                          name: str = "", class_names=()) -> Dataset:
   """A dataset of float32 `image` [H, W, C] in [0, 1] and int32 `label` examples."""
@@ -218,22 +220,6 @@ def image_classification(train: Split, test: Split, image_shape, num_classes: in
             "label": Field((), "int32", tuple(class_names))}
   return Dataset(train, test, fields, Task("classification", ("image",), "label", num_classes),
                  name)
-
-
-def check_examples(split: Split, fields: Mapping[str, Field], indices=(0,), where: str = ""):
-  """Reads `indices` of `split` and raises ConfigError unless the result is exactly `fields`
-  (the same keys, each [len(indices), *shape] of its dtype): a plug-in's promise, checked."""
-  indices = np.asarray(indices, np.int64)
-  batch = split.read(indices)
-  if set(batch) != set(fields):
-    raise ConfigError(f"{where or 'split'} reads fields {sorted(batch)} but describes "
-                      f"{sorted(fields)}")
-  for key, spec in fields.items():
-    value = np.asarray(batch[key])
-    if value.shape != (len(indices), *spec.shape) or value.dtype != np.dtype(spec.dtype):
-      raise ConfigError(f"{where or 'split'} field {key!r} reads as {value.dtype}"
-                        f"{list(value.shape)}, described as {spec.dtype}"
-                        f"{[len(indices), *spec.shape]}")
 
 
 def _classification_target(dataset: Dataset, what: str) -> str:

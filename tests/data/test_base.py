@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from jaxml.data import load_dataset
-from jaxml.data.base import (ArraySplit, Dataset, Field, Task, check_examples, check_labels,
-                             image_classification)
+from jaxml.data.base import ArraySplit, Dataset, Field, Task, check_labels, image_classification
+from jaxml.data.check import check_examples
 from jaxml.errors import ConfigError
 
 SPLIT = ArraySplit({"x": np.zeros((4, 3), np.float32), "y": np.arange(4, dtype=np.int32) % 2,
@@ -76,11 +76,18 @@ def test_derived_num_classes_and_read_only_fields():
 
 def test_check_examples_names_the_mismatch():
   check_examples(SPLIT, FIELDS, [0, 3])
-  with pytest.raises(ConfigError, match=r"reads fields \['g', 't', 'x', 'y'\] but describes"):
+  with pytest.raises(ConfigError, match=r"split has field 'y', which the dataset does not"):
     check_examples(SPLIT, {"x": FIELDS["x"]})
-  with pytest.raises(ConfigError, match=r"field 'x' reads as float32\[1, 3\], described as "
-                                        r"float32\[1, 4\]"):
+  with pytest.raises(ConfigError, match=r"field 'x' has examples of shape \(3,\), declared "
+                                        r"\(4,\)"):
     check_examples(SPLIT, {**FIELDS, "x": Field((4,), "float32")})
+
+
+def test_unequal_arrays_name_their_fields():
+  with pytest.raises(ConfigError, match=r"different numbers of examples: 'x' 4, 'y' 3"):
+    ArraySplit({"x": np.zeros((4, 3)), "y": np.zeros(3)})
+  with pytest.raises(ConfigError, match="at least one array"):
+    ArraySplit({})
 
 
 def misdescribed(data_config):
@@ -92,5 +99,6 @@ def misdescribed(data_config):
 
 def test_a_plugin_that_reads_other_than_it_describes_is_refused():
   source = "tests.data.test_base:misdescribed"
-  with pytest.raises(ConfigError, match=r"plug-in .*misdescribed.*'image' reads as float64"):
+  with pytest.raises(ConfigError, match=r"misdescribed.*: train field 'image' is float64, "
+                                        "declared float32"):
     load_dataset(ml_collections.ConfigDict({"source": source}))

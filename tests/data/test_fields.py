@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxml.data import load_dataset
-from jaxml.data.base import check_examples
+from jaxml.data.check import check_examples
 from jaxml.envs import babyai, collect
 from tests.data import test_rlu_atari
 
