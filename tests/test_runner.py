@@ -12,6 +12,7 @@ from jaxml import runner
 from jaxml.data import load_dataset
 from jaxml.data.pipeline import batch_indices
 from jaxml.errors import NonFiniteError
+from tests import plugin_data
 from tests.algos import smoke
 from tests.launch_utils import assert_same_arrays, restore_arrays
 
@@ -78,21 +79,22 @@ def test_metrics_jsonl_tensorboard_and_summary(tmp_path):
 
 
 def test_nonfinite_stop_names_the_step(tmp_path):
-  config = _config(**{"data.source": "tests.plugin_data:digits_with_nans"})
+  config = _config(**{"data.source": "tests.plugin_data:digits_with_extremes"})
   with pytest.raises(NonFiniteError, match=r"train/\w+ is nan at step \d+"):
     runner.run(config, str(tmp_path))
 
 
 def test_nonfinite_skip_drops_poisoned_updates(tmp_path):
-  config = _config(**{"data.source": "tests.plugin_data:digits_with_nans", "nonfinite": "skip"})
+  config = _config(**{"data.source": "tests.plugin_data:digits_with_extremes",
+                      "nonfinite": "skip"})
   summary = runner.run(config, str(tmp_path))
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   skipped = [r["train/skipped"] for r in rows if "train/skipped" in r]
-  # Exactly the batches holding a poisoned image (every 97th) were skipped: the fraction
+  # Exactly the batches holding an overflowing image (every 97th) were skipped: the fraction
   # logged for each 5 steps equals that of the data order's batches with one.
   n = len(load_dataset(config.data).train)
-  poisoned = [bool(np.any(batch_indices(config.seed, step, config.batch_size, n) % 97 == 0))
-              for step in range(20)]
+  poisoned = [bool(np.any(batch_indices(config.seed, step, config.batch_size, n)
+                          % plugin_data.POISON_EVERY == 0)) for step in range(20)]
   assert 0 < sum(poisoned) < 20
   np.testing.assert_allclose(skipped, np.mean(np.reshape(poisoned, (4, 5)), axis=1))
   assert np.isfinite(summary["eval/loss"])  # ...and the parameters stayed finite
