@@ -26,6 +26,7 @@ from jaxml.data import load_dataset
 from jaxml.errors import ConfigError
 from jaxml.training.data import prepare_data
 from jaxml.training.evaluate import evaluate, linear_probe
+from jaxml.training.memory import check_batch_memory
 from jaxml.training.loop import train_loop
 from jaxml.training.steps import Steps
 
@@ -51,6 +52,7 @@ def run(config, workdir: str) -> dict:
   check_config(config, mesh)
   prepare_data(config.data)
   dataset = load_dataset(config.data)
+  check_batch_memory(config, dataset.fields, mesh)
   algorithm = build_algorithm(config, dataset)
   is_chief = jax.process_index() == 0
   if is_chief:
