@@ -88,3 +88,21 @@ def test_a_hostile_source_through_the_launcher_exits_2_before_compiling(tmp_path
   checkpoints = tmp_path / "checkpoints"
   assert not checkpoints.exists() or not os.listdir(checkpoints)
   assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_episodes_with_a_nan_reward_are_refused_whatever_the_sample(tmp_path):
+  """Episode windows are only sampled on load, but the stored episodes are checked whole."""
+  from tests.data import test_fields  # pylint: disable=import-outside-toplevel
+  root = test_fields._write_episodes(str(tmp_path))  # pylint: disable=protected-access
+  config = ml_collections.ConfigDict({"source": f"episodes:{root}", "context": 3,
+                                      "test_fraction": 0.25})
+  load_dataset(config)  # the honest data loads
+  path = os.path.join(root, "asterix", "random.npz")
+  with np.load(path) as data:
+    arrays = dict(data)
+  arrays["reward"] = arrays["reward"].astype(np.float32)
+  arrays["reward"][3] = np.nan  # in the second episode (lengths 2, 4, 5, 3)
+  np.savez(path, **arrays)
+  with pytest.raises(ConfigError, match=r"random.npz field 'reward' holds NaN or Inf in "
+                                        r"episode 1$"):
+    load_dataset(config)

@@ -82,6 +82,18 @@ def windows(episodes, context: int) -> WindowSplit:
   return WindowSplit(tuple(episodes), starts, context)
 
 
+def check_finite(episodes, path: str) -> None:
+  """Raises ConfigError if a stored float array holds NaN or Inf. Loading checks only a sample
+  of windows (`jaxml.data.check`), but the episodes are in memory, so they are checked whole."""
+  for key in ("reward", "frame"):
+    values = [np.asarray(ep[key]) for ep in episodes]
+    if values and np.issubdtype(values[0].dtype, np.floating):
+      finite = [bool(np.isfinite(v).all()) for v in values]
+      if not all(finite):
+        raise ConfigError(f"episodes: {path} field {key!r} holds NaN or Inf in episode "
+                          f"{finite.index(False)}")
+
+
 def load(data_config) -> Dataset:
   root = data_config.source.partition(":")[2] or data_config.get("dir", "")
   if not root:
@@ -103,7 +115,9 @@ def load(data_config) -> Dataset:
   train, test = [], []
   for game_index, game in enumerate(games):
     for policy in policies:
-      episodes = stored.read_episodes(os.path.join(root, game, f"{policy}.npz"))
+      path = os.path.join(root, game, f"{policy}.npz")
+      episodes = stored.read_episodes(path)
+      check_finite(episodes, path)
       for ep in episodes:
         ep["return_to_go"] = stored.returns_to_go(ep["reward"])
         ep["game"] = game_index
