@@ -17,6 +17,9 @@ from it instead of assuming literals:
   input(s); `groups` names group-attribute fields (e.g. sex, race) for fairness metrics;
   `timestamp` names a field giving each example's time, for time-ordered splits.
 
+`load_dataset` holds every split to this description (`jaxml.data.check`: dtypes, shapes,
+finite floats, non-empty splits, labels within the classes) before anything compiles.
+
 Layouts for examples that are not fixed-size tensors. Everything is padded to static shapes so
 a jitted step compiles once; the padding is marked, never guessed from values:
 
