@@ -6,9 +6,11 @@ import json
 import os
 import signal
 import socket
+import subprocess
 
-from tests.launch_utils import (checkpoint_steps, run_launcher, start_launcher,
-                                wait_for_step)
+from jaxml.core import lock
+from tests.launch_utils import (REPO, checkpoint_steps, launch_cmd, launcher_env, run_launcher,
+                                start_launcher, wait_for_step)
 
 CONFIG = "experiments/classifier.py:smoke"
 LONG = ("--config.num_steps=1500", "--config.log_every=10", "--config.checkpoint_every=100",
@@ -88,3 +90,25 @@ def test_another_config_is_refused_untouched_and_a_longer_run_resumes_a_damaged_
   assert _train_steps(tmp_path) == [10, 20, 30, 40] and checkpoint_steps(tmp_path)[-1] == 40
   assert (tmp_path / "metrics.jsonl.damaged").read_bytes().count(b"\n") == 2
   assert json.loads((tmp_path / "config.json").read_text())["num_steps"] == 40
+
+
+def test_a_multi_host_run_on_a_held_workdir_stops_on_every_process(tmp_path):
+  """Process 0 alone takes the lock; process 1 must not go on (and hang) when it is refused."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    coordinator = f"127.0.0.1:{s.getsockname()[1]}"
+  release = lock.acquire(str(tmp_path))  # held by this test's process
+  try:
+    procs = [subprocess.Popen(
+        launch_cmd(CONFIG, tmp_path, *SHORT, f"--coordinator_address={coordinator}",
+                   "--num_processes=2", f"--process_id={i}"),
+        cwd=REPO, env=launcher_env(devices=4), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+  finally:
+    release()
+  for proc, (_, err) in zip(procs, outs):
+    assert proc.returncode == 2, (proc.returncode, err[-2000:])
+  assert f"is in use by pid {os.getpid()} on host" in outs[0][1].strip().splitlines()[-1]
+  assert "process 0 of this run was refused its lock" in outs[1][1].strip().splitlines()[-1]
+  assert not (tmp_path / "checkpoints").exists()
