@@ -85,7 +85,8 @@ def test_another_config_is_refused_untouched_and_a_longer_run_resumes_a_damaged_
                       + b"".join(lines[1:]) + b'{"step": 21, "train/lo')
   longer = run_launcher(CONFIG, tmp_path, *SHORT, "--config.num_steps=40")
   assert longer.returncode == 0, longer.stderr[-3000:]
-  assert "skipped damaged line(s) 2 (not JSON), 3 (not UTF-8)" in longer.stderr
+  assert "skipped damaged line(s) 2 (not JSON), 3 (not UTF-8);" in longer.stderr
+  assert longer.stderr.count("damaged line") == 1  # one warning, then the file is clean
   assert metrics.read_bytes().startswith(good)  # the rows kept as they were, then extended
   assert _train_steps(tmp_path) == [10, 20, 30, 40] and checkpoint_steps(tmp_path)[-1] == 40
   assert (tmp_path / "metrics.jsonl.damaged").read_bytes().count(b"\n") == 2
