@@ -112,7 +112,9 @@ def _acquire_flock(workdir: str, path: str, fcntl):
     except BlockingIOError:
       owner = _parse(_read_fd(fd))
       os.close(fd)
-      raise WorkdirInUse(describe(workdir, owner, checkable=True)) from None
+      orphans = ("; that pid is gone, but a process it started still holds the lock: stop it"
+                 if _gone(owner) else "")
+      raise WorkdirInUse(describe(workdir, owner, checkable=True) + orphans) from None
     except OSError:  # a filesystem without flock
       os.close(fd)
       return _acquire_by_read_back(workdir, files.as_path(path))
@@ -121,12 +123,16 @@ def _acquire_flock(workdir: str, path: str, fcntl):
     if _same_file(fd, path):
       break
     os.close(fd)
-  previous = _read_fd(fd)
-  if previous.strip():  # a holder that never released: it was killed
-    _warn_takeover(workdir, _parse(previous))
-  os.ftruncate(fd, 0)
-  os.pwrite(fd, json.dumps(holder()).encode(), 0)
-  os.fsync(fd)
+  try:
+    previous = _read_fd(fd)
+    if previous.strip():  # a holder that never released: it was killed
+      _warn_takeover(workdir, _parse(previous))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder()).encode(), 0)
+    os.fsync(fd)
+  except BaseException:  # e.g. a full disk: the lock is not held past this call
+    os.close(fd)
+    raise
 
   def release() -> None:
     try:
@@ -140,7 +146,7 @@ def _acquire_flock(workdir: str, path: str, fcntl):
 
 def _acquire_by_read_back(workdir: str, path):
   if path.exists():
-    owner = _parse(path.read_text())
+    owner = _parse(path.read_bytes().decode("utf-8", errors="replace"))
     if not _gone(owner):
       raise WorkdirInUse(describe(workdir, owner,
                                   checkable=owner.get("host") == socket.gethostname()))

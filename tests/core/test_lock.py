@@ -42,6 +42,16 @@ def test_a_lock_left_by_a_killed_holder_is_taken_over(tmp_path, caplog):
   release()
 
 
+def test_a_lock_held_by_a_dead_holders_child_is_not_taken(tmp_path):
+  release = lock.acquire(str(tmp_path))  # stands for a child the killed holder forked
+  dead = {"host": socket.gethostname(), "pid": _dead_pid(), "started": "T"}
+  (tmp_path / lock.LOCK).write_text(json.dumps(dead))
+  with pytest.raises(lock.WorkdirInUse, match=f"pid {dead['pid']} .* that pid is gone, but a "
+                     "process it started still holds the lock: stop it"):
+    lock.acquire(str(tmp_path))
+  release()
+
+
 def test_hold_releases_on_exceptions_and_ctrl_c(tmp_path):
   for error in (RuntimeError, KeyboardInterrupt):
     with pytest.raises(error):
@@ -65,7 +75,8 @@ def test_object_store_lock_by_read_back(tmp_path):
   other_host = {"host": "other-host", "pid": 1, "started": "T"}
   path.write_text(json.dumps(other_host))
   with pytest.raises(lock.WorkdirInUse, match="pid 1 on host other-host since T; wait for it, or "
-                     f"delete {tmp_path}/.jaxml-lock if that process is gone .a lock from another host"):
+                     f"delete {tmp_path}/.jaxml-lock if that process is gone .a lock from "
+                     "another host cannot be checked"):
     lock._acquire_by_read_back(str(tmp_path), path)
   alive = {**other_host, "host": socket.gethostname(), "pid": os.getpid()}
   path.write_text(json.dumps(alive))
