@@ -26,8 +26,9 @@ from jaxml.errors import ConfigError
 # Settings a run may change when it resumes (dotted; a block's name covers all of it): they
 # do not change which parameters training computes, only how long it runs (num_steps: a
 # decaying schedule then decays over the new length from the resume step on), what it logs,
-# evaluates and keeps, and how batches are fed. The seed, the data, the model, the optimizer,
-# the batch size and the device count (the DP batch padding depends on it) are the run.
+# evaluates and keeps, how batches are fed, and what a NaN/Inf does (nonfinite=skip is how a
+# run stopped by one goes on). The seed, the data, the model, the optimizer, the batch size
+# and the device count (the DP batch padding depends on it) are the run.
 RESUMABLE = ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
              "progress", "nonfinite", "eval_batch_size", "data.prefetch", "linear_probe")
 _SHOWN = 3  # differing keys spelled out in the refusal; the rest are counted
