@@ -4,6 +4,8 @@
   metrics.jsonl          one JSON object per logged step (and TensorBoard events beside it)
   artifacts/summary.json the final numbers, with the headline metric names
   artifacts/metrics.png  curves of what was logged
+  .jaxml-lock            while a run holds the workdir: its host and pid (jaxml/core/lock.py)
+  metrics.jsonl.damaged  only after a resume repaired metrics.jsonl: the lines it cut out
 
 Only the chief process writes them; every process may read them.
 
