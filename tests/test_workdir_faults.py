@@ -13,8 +13,10 @@ from tests.launch_utils import (REPO, checkpoint_steps, launch_cmd, launcher_env
                                 start_launcher, wait_for_step)
 
 CONFIG = "experiments/classifier.py:smoke"
-LONG = ("--config.num_steps=1500", "--config.log_every=10", "--config.checkpoint_every=100",
-        "--config.eval_every=1500", "--config.linear_probe.enabled=False")
+# Far longer than the test waits, so the first launcher is still running when the second
+# comes; the resumed run ends early instead (num_steps may change on resume).
+LONG = ("--config.num_steps=100000", "--config.log_every=10", "--config.checkpoint_every=100",
+        "--config.eval_every=100000", "--config.linear_probe.enabled=False")
 SHORT = ("--config.num_steps=20", "--config.log_every=10", "--config.checkpoint_every=10",
          "--config.eval_every=20", "--config.linear_probe.enabled=False")
 
@@ -50,18 +52,20 @@ def test_a_second_launcher_is_refused_and_a_killed_holders_lock_taken_over(tmp_p
     assert (f"workdir {tmp_path} is in use by pid {first.pid} on host {socket.gethostname()} "
             "since ") in line, line
     assert first.poll() is None  # the refused launcher left the running one alone
-    wait_for_step(first, tmp_path, 120)  # a checkpoint at 100 to resume from
+    wait_for_step(first, tmp_path, 120)  # past a checkpoint to resume from
   finally:
     first.send_signal(signal.SIGKILL)
     first.wait()
   assert json.loads((tmp_path / ".jaxml-lock").read_text())["pid"] == first.pid  # stale now
 
-  resumed = run_launcher(CONFIG, tmp_path, *LONG)
+  end = (checkpoint_steps(tmp_path) or [0])[-1] + 50
+  resumed = run_launcher(CONFIG, tmp_path, *LONG, f"--config.num_steps={end}",
+                         f"--config.eval_every={end}")
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"taking over the lock of pid {first.pid}" in resumed.stderr
   assert not (tmp_path / ".jaxml-lock").exists()  # released at the end
-  assert _train_steps(tmp_path) == list(range(10, 1501, 10))  # every row, once, in order
-  assert checkpoint_steps(tmp_path)[-1] == 1500
+  assert _train_steps(tmp_path) == list(range(10, end + 1, 10))  # every row, once, in order
+  assert checkpoint_steps(tmp_path)[-1] == end
 
 
 def test_another_config_is_refused_untouched_and_a_longer_run_resumes_a_damaged_log(tmp_path):
