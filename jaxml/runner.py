@@ -17,7 +17,7 @@ import jax
 
 from jaxml import algos as _algos
 from jaxml.algos.base import Algorithm
-from jaxml.core import files
+from jaxml.core import files, lock
 from jaxml.core import mesh as mesh_lib
 from jaxml.core.checkpoint import Checkpointer, warm_start
 from jaxml.core import workdir as workdir_lib
@@ -41,13 +41,22 @@ def run(config, workdir: str) -> dict:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns a summary.
 
   A config with a top-level `study` key instead of `algo` (sweeps and fits over trained runs)
-  is run by `jaxml.studies.run_study`, which leaves the same workdir contract.
+  is run by `jaxml.studies.run_study`, which leaves the same workdir contract. Either holds
+  the workdir's lock throughout: a second launcher on it is refused (`jaxml.core.lock`).
   """
   workdir = prepare_workdir(workdir)
-  if "study" in config:
-    from jaxml import studies  # pylint: disable=import-outside-toplevel  # studies use the runner
-    return studies.run_study(config, workdir)
+  with lock.hold(workdir):
+    if "study" in config:
+      from jaxml import studies  # pylint: disable=import-outside-toplevel  # studies use the runner
+      return studies.run_study(config, workdir)
+    return train(config, workdir)
+
+
+def train(config, workdir: str) -> dict:
+  """`run` for a config with an `algo`, in a prepared and locked workdir."""
   require_settings(config)
+  # Before any checkpoint is touched: another config's checkpoints are not this run's.
+  workdir_lib.check_same_config(workdir, config)
   mesh = mesh_lib.make_mesh(config.num_devices)
   check_config(config, mesh)
   prepare_data(config.data)

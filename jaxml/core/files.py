@@ -1,5 +1,5 @@
 """Host files that a crash never leaves half-written: atomic writes, jsonl logs that survive a
-torn last line, dataset manifests, and directories built once.
+torn last line or a damaged one, dataset manifests, and directories built once.
 
 Paths are local or remote (`gs://`, `s3://`, `az://`, through `etils.epath`). A local write
 goes to a temporary name in the same directory, is fsynced and renamed over the target, so a
@@ -26,6 +26,7 @@ from etils import epath
 
 from jaxml.errors import ConfigError
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 # Schemes etils.epath has a backend for (hf:// is read-only, so no workdir can live there).
 REMOTE_SCHEMES = ("gs", "s3", "az")
@@ -169,38 +170,74 @@ def makedirs(path) -> None:
 # ----------------------------------------------------------------------------- jsonl
 
 
-def _parse_jsonl(text: str, path) -> tuple[list, int]:
-  """(rows, length of the text they span). A last line that does not parse is a row whose
-  writer was killed mid-line; any other bad line is corruption, reported by line number."""
-  rows, end = [], 0
-  lines = text.split("\n")
+# Why a line of a jsonl file is no row, by the first check it fails.
+_NOT_UTF8, _NOT_JSON, _NOT_A_ROW = "not UTF-8", "not JSON", "not a row"
+DAMAGED = ".damaged"  # suffix of the file that keeps the lines a repair cut out
+
+
+def _parse_jsonl(data: bytes, valid) -> tuple[list, list[bytes], list[tuple[int, str, bytes]]]:
+  """(rows, their lines, damaged lines as (number, why, line)). Each line is decoded on its
+  own, so one bad byte costs one line. An unterminated last line that does not parse is a row
+  whose writer was killed mid-line (torn): dropped, and not counted as damage."""
+  rows, kept, damaged = [], [], []
+  lines = data.split(b"\n")
   for number, line in enumerate(lines, 1):
-    last = number == len(lines)
-    if line.strip():
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        if last:
-          break
-        raise ConfigError(f"{os.fspath(path)}:{number} is not a JSON row ({line[:60]!r}...); "
-                          "fix or delete that line to go on") from None
-    end += len(line) + (0 if last else 1)
-  return rows, end
+    if not line.strip():
+      continue
+    try:
+      row, why = json.loads(line.decode("utf-8")), None
+      if valid is not None and not valid(row):
+        why = _NOT_A_ROW
+    except UnicodeDecodeError:
+      why = _NOT_UTF8
+    except ValueError:
+      why = _NOT_JSON
+    if why is None:
+      rows.append(row)
+      kept.append(line)
+    elif not (number == len(lines) and why != _NOT_A_ROW):
+      damaged.append((number, why, line))
+  return rows, kept, damaged
 
 
-def read_jsonl(path, *, repair: bool = False) -> list:
-  """Every row of a jsonl file ([] if there is none). A torn last line (its writer was
-  killed) is skipped and, with `repair`, cut from the file so appends start on a clean line."""
+def read_jsonl(path, *, repair: bool = False, valid: Callable[[Any], bool] | None = None) -> list:
+  """Every row of a jsonl file ([] if there is none), never failing on its content.
+
+  A torn last line (its writer was killed) is skipped quietly. Any other line that is not
+  UTF-8, not JSON, or a value `valid` rejects is damage (a disk that filled, a hand edit):
+  skipped, with one warning naming the line numbers, so a damaged log never blocks a resume.
+  With `repair` the file is rewritten as its rows alone, one per line, so appends start on a
+  clean line and the warning is not repeated; the damaged lines go to `<path>.damaged`
+  (appended), so nothing a repair removes is lost.
+  """
   path = as_path(path)
   try:
-    text = path.read_text()
+    data = path.read_bytes()
   except FileNotFoundError:
     return []
-  rows, end = _parse_jsonl(text, path)
-  if repair and (end < len(text) or (text and not text.endswith("\n"))):
-    good = text[:end]
-    write_text(path, good + ("\n" if good and not good.endswith("\n") else ""))
+  rows, kept, damaged = _parse_jsonl(data, valid)
+  if damaged:
+    where = ", ".join(f"{number} ({why})" for number, why, _ in damaged[:5])
+    more = f" and {len(damaged) - 5} more" if len(damaged) > 5 else ""
+    kept_in = f"; rewritten without them, which are kept in {os.fspath(path)}{DAMAGED}"
+    log.warning("%s: skipped damaged line(s) %s%s%s", os.fspath(path), where, more,
+                kept_in if repair else "")
+  good = b"".join(line + b"\n" for line in kept)
+  if repair and good != data:
+    if damaged:
+      _append_bytes(as_path(os.fspath(path) + DAMAGED),
+                    b"".join(line + b"\n" for _, _, line in damaged))
+    write_bytes(path, good)
   return rows
+
+
+def _append_bytes(path, data: bytes) -> None:
+  # Written whole, so it works on object stores too; it only grows on a damaged file's repair.
+  try:
+    old = path.read_bytes()
+  except FileNotFoundError:
+    old = b""
+  write_bytes(path, old + data)
 
 
 def _lines(rows: Iterable) -> str:
@@ -213,8 +250,8 @@ def write_jsonl(path, rows: Iterable) -> None:
 
 
 class JsonlAppender:
-  """Appends rows to one jsonl file. Opening it repairs a torn last line, so the first new row
-  starts on its own line. A local file stays open and is flushed after every write; a remote
+  """Appends rows to one jsonl file. Opening it repairs the file (`read_jsonl`), so the first
+  new row starts on its own line. A local file stays open and is flushed after every write; a remote
   one (object stores cannot append) is rewritten whole from the text held here."""
 
   def __init__(self, path):
@@ -241,7 +278,7 @@ class JsonlAppender:
 
 
 def append_jsonl(path, rows: Iterable) -> None:
-  """Appends `rows` to `path` (created if missing), after repairing a torn last line."""
+  """Appends `rows` to `path` (created if missing), after repairing it (`read_jsonl`)."""
   appender = JsonlAppender(path)
   try:
     appender.write(rows)

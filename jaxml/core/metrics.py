@@ -32,7 +32,8 @@ class MetricWriter:
   """Appends one JSON object per logged step (always with `step`) and mirrors scalars to TB.
 
   On resume from step S, rows with step > S (written after the last checkpoint of the
-  interrupted run) are dropped, so the file reads as if the run was never interrupted.
+  interrupted run) are dropped, so the file reads as if the run was never interrupted; a torn
+  or damaged line is cut out first (kept in metrics.jsonl.damaged, see `files.read_jsonl`).
   """
 
   def __init__(self, workdir: str, *, start_step: int = 0, active: bool | None = None):
@@ -82,13 +83,21 @@ def _tensorboard_can_write(workdir) -> bool:
   return found
 
 
+def is_row(row) -> bool:
+  """A metrics.jsonl row: a JSON object with an integer `step`."""
+  return (isinstance(row, dict) and isinstance(row.get("step"), int)
+          and not isinstance(row["step"], bool))
+
+
 def read_metrics(path: str) -> list[dict]:
-  """All rows of a metrics.jsonl file (a torn last row, from a killed writer, skipped)."""
-  return files.read_jsonl(path)
+  """All rows of a metrics.jsonl file: a torn last row (from a killed writer) skipped, a
+  damaged one elsewhere skipped with a warning (`files.read_jsonl`)."""
+  return files.read_jsonl(path, valid=is_row)
 
 
 def _truncate_after(path: str, step: int) -> None:
-  rows = files.read_jsonl(path, repair=True)
+  # The repair runs first: a log damaged by a full disk or a kill must not block the resume.
+  rows = files.read_jsonl(path, repair=True, valid=is_row)
   keep = [r for r in rows if r["step"] <= step]
   if len(keep) < len(rows):
     files.write_jsonl(path, keep)

@@ -4,22 +4,89 @@
   metrics.jsonl          one JSON object per logged step (and TensorBoard events beside it)
   artifacts/summary.json the final numbers, with the headline metric names
   artifacts/metrics.png  curves of what was logged
+  .jaxml-lock            while a run holds the workdir: its host and pid (jaxml/core/lock.py)
+  metrics.jsonl.damaged  only after a resume repaired metrics.jsonl: the lines it cut out
 
-Only the chief process writes them.
+Only the chief process writes them; every process may read them.
+
+config.json is also the run's identity: a run restarted on its workdir with another config
+would resume checkpoints it cannot read, or worse ones it can, under other settings, so
+`check_same_config` refuses it before any checkpoint is touched. What may change when a run
+resumes is listed once, in RESUMABLE.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 from jaxml.core import files
 from jaxml.core.plots import plot_metrics
+from jaxml.errors import ConfigError
+
+# Settings a run may change when it resumes (dotted; a block's name covers all of it): they
+# do not change which parameters training computes, only how long it runs (num_steps: a
+# decaying schedule then decays over the new length from the resume step on), what it logs,
+# evaluates and keeps, how batches are fed, and what a NaN/Inf does (nonfinite=skip is how a
+# run stopped by one goes on). The seed, the data, the model, the optimizer, the batch size
+# and the device count (the DP batch padding depends on it) are the run.
+RESUMABLE = ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+             "progress", "nonfinite", "eval_batch_size", "data.prefetch", "linear_probe")
+_SHOWN = 3  # differing keys spelled out in the refusal; the rest are counted
+_ABSENT = object()
+
+
+def config_json(config) -> dict:
+  """The JSON form of `config` that config.json holds (tuples as lists)."""
+  return json.loads(config.to_json_best_effort())
 
 
 def write_config(workdir: str, config) -> None:
-  files.write_json(os.path.join(workdir, "config.json"),
-                   json.loads(config.to_json_best_effort()), sort_keys=True)
+  files.write_json(os.path.join(workdir, "config.json"), config_json(config), sort_keys=True)
+
+
+def check_same_config(workdir: str, config) -> None:
+  """Raises a one-line ConfigError if `workdir/config.json` records a run of a config that
+  differs from `config` outside RESUMABLE; a workdir without one is new, and passes."""
+  path = os.path.join(workdir, "config.json")
+  try:
+    old = files.read_json(path)
+  except FileNotFoundError:
+    return
+  except ValueError as err:  # edited by hand: not the run's record any more
+    raise ConfigError(f"{files.as_str(path)} is not JSON ({err}); restore it, or delete it to "
+                      "resume with the config given") from None
+  changed = [c for c in config_changes(old, config_json(config)) if not resumable(c[0])]
+  if changed:
+    shown = ", ".join(f"{key} {_show(a)}→{_show(b)}" for key, a, b in changed[:_SHOWN])
+    more = f" and {len(changed) - _SHOWN} more" if len(changed) > _SHOWN else ""
+    raise ConfigError(
+        f"workdir {workdir} holds a run of another config ({shown}{more}); rerun it with the "
+        f"config it was started with, use a new --workdir, or start one from its weights with "
+        f"--config.init_from={workdir}. Only {', '.join(RESUMABLE)} may change on resume")
+
+
+def config_changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+  """(dotted key, old value, new value) for every leaf where two JSON trees differ, in key
+  order; a key one side lacks has the value `_ABSENT` there."""
+  if isinstance(old, dict) and isinstance(new, dict):
+    return [change for key in sorted(set(old) | set(new))
+            for change in config_changes(old.get(key, _ABSENT), new.get(key, _ABSENT),
+                                         f"{prefix}{key}.")]
+  return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def resumable(key: str) -> bool:
+  """Whether the dotted `key` is one of RESUMABLE or inside one of its blocks."""
+  return any(key == name or key.startswith(name + ".") for name in RESUMABLE)
+
+
+def _show(value: Any) -> str:
+  if value is _ABSENT:
+    return "(absent)"
+  text = json.dumps(value)
+  return text if len(text) <= 40 else text[:37] + "..."
 
 
 def write_artifacts(workdir: str, summary: dict, metrics_path: str) -> None:

@@ -105,5 +105,6 @@ class ResultsLog:
 
 def read_records(path: str, *, repair: bool = False) -> list[dict]:
   """Every row of `path` (of any fingerprint). A torn last line (its writer was killed) is
-  dropped and, with `repair`, cut from the file; a bad line elsewhere is a ConfigError."""
+  dropped and, with `repair`, cut from the file; a damaged line elsewhere is skipped with a
+  warning (`files.read_jsonl`)."""
   return [r for r in files.read_jsonl(path, repair=repair) if isinstance(r, dict)]

@@ -1,6 +1,7 @@
 """Host files: atomic writes, torn jsonl lines, manifests, and directories built once."""
 
 import json
+import logging
 import os
 import threading
 
@@ -71,11 +72,31 @@ def test_append_after_a_torn_line_starts_a_clean_line(tmp_path):
   assert files.read_jsonl(tmp_path / "none.jsonl") == []
 
 
-def test_a_bad_line_in_the_middle_is_an_error_naming_it(tmp_path):
+def test_damaged_lines_are_skipped_with_one_warning_and_cut_out_by_a_repair(tmp_path, caplog):
   path = tmp_path / "m.jsonl"
-  path.write_text('{"step": 1}\n{"step": 2, \n{"step": 3}\n')
-  with pytest.raises(ConfigError, match="m.jsonl:2 is not a JSON row"):
-    files.read_jsonl(path)
+  data = (b'{"step": 1}\n{"step": 2, \n{"step": 3, "x": "\xff\xfe"}\n[4]\n\x00\x00\n'
+          b'{"step": 6}\n{"step": 7, "lo')
+  path.write_bytes(data)
+  with caplog.at_level(logging.WARNING):
+    assert files.read_jsonl(path) == [{"step": 1}, [4], {"step": 6}]
+  assert path.read_bytes() == data  # reading alone changes nothing
+  assert len(caplog.records) == 1
+  assert caplog.records[0].getMessage() == (
+      f"{path}: skipped damaged line(s) 2 (not JSON), 3 (not UTF-8), 5 (not JSON)")
+  caplog.clear()
+  with caplog.at_level(logging.WARNING):
+    rows = files.read_jsonl(path, repair=True, valid=lambda row: isinstance(row, dict))
+  assert rows == [{"step": 1}, {"step": 6}]
+  assert "4 (not a row)" in caplog.text and f"kept in {path}.damaged" in caplog.text
+  assert path.read_bytes() == b'{"step": 1}\n{"step": 6}\n'
+  assert (tmp_path / "m.jsonl.damaged").read_bytes() == (
+      b'{"step": 2, \n{"step": 3, "x": "\xff\xfe"}\n[4]\n\x00\x00\n')
+  caplog.clear()
+  files.append_jsonl(path, [{"step": 7}])  # a repaired file appends without a warning
+  assert files.read_jsonl(path) == [{"step": 1}, {"step": 6}, {"step": 7}] and not caplog.text
+  path.write_bytes(b'{"step": 8}\n\xff\n{"step": 9}\n')  # a second repair adds to the copy
+  assert files.read_jsonl(path, repair=True) == [{"step": 8}, {"step": 9}]
+  assert (tmp_path / "m.jsonl.damaged").read_bytes().endswith(b'\x00\x00\n\xff\n')
 
 
 def test_manifest_round_trip_and_missing_hint(tmp_path):

@@ -1,6 +1,7 @@
 """metrics.jsonl writing, truncation on resume, and the curves chosen for the plot."""
 
 import json
+import logging
 
 from jaxml.core.metrics import MetricWriter, read_metrics
 from jaxml.core.plots import curve_names, plot_metrics
@@ -21,6 +22,23 @@ def test_writer_rows_and_resume_truncation(tmp_path):
   resumed.close()
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert [r["step"] for r in rows] == [10, 20, 30] and rows[-1]["train/loss"] == 0.5
+
+
+def test_resume_repairs_a_damaged_log(tmp_path, caplog):
+  """A full disk or a kill leaves garbage, non-UTF-8 bytes or a torn row: the resume goes on."""
+  path = tmp_path / "metrics.jsonl"
+  path.write_bytes(b'{"step": 10, "train/loss": 1.0}\n\xc3\x28garbage\n{"loss": 2.0}\n'
+                   b'{"step": "20"}\n{"step": 20, "train/loss": 0.5}\n{"step": 30, "tr')
+  with caplog.at_level(logging.WARNING):
+    assert [r["step"] for r in read_metrics(str(path))] == [10, 20]
+  assert "line(s) 2 (not UTF-8), 3 (not a row), 4 (not a row)" in caplog.text
+  writer = MetricWriter(str(tmp_path), start_step=20, active=True)
+  writer.write(30, {"train/loss": 0.25})
+  writer.close()
+  rows = [json.loads(l) for l in open(path, encoding="utf-8")]
+  assert rows == [{"step": 10, "train/loss": 1.0}, {"step": 20, "train/loss": 0.5},
+                  {"step": 30, "train/loss": 0.25}]
+  assert (tmp_path / "metrics.jsonl.damaged").read_bytes().count(b"\n") == 3
 
 
 def test_inactive_writer_writes_nothing(tmp_path):

@@ -35,7 +35,7 @@ def trains(monkeypatch):
   return calls
 
 
-def test_run_once_trains_again_only_a_preempted_run(tmp_path, trains):
+def test_run_once_trains_again_only_a_preempted_or_extended_run(tmp_path, trains):
   first = runs.run_once(_config(), str(tmp_path))
   again = runs.run_once(_config(progress=False), str(tmp_path))  # progress bars don't count
   assert trains == [str(tmp_path)] and again == first
@@ -43,10 +43,13 @@ def test_run_once_trains_again_only_a_preempted_run(tmp_path, trains):
   json.dump({**again, "preempted": True}, open(summary_path, "w"))
   resumed = runs.run_once(_config(), str(tmp_path))
   assert trains == [str(tmp_path)] * 2 and resumed["eval/accuracy"] == 2.5
+  assert runs.run_once(_config(num_steps=20), str(tmp_path)) == resumed  # finished at step 20
+  extended = runs.run_once(_config(num_steps=40), str(tmp_path))
+  assert trains == [str(tmp_path)] * 3 and extended["eval/accuracy"] == 3.5
 
 
 def test_a_workdir_of_another_config_is_refused(tmp_path, trains):
   runs.run_once(_config(), str(tmp_path))
-  with pytest.raises(ConfigError, match=r"another config \(model.width: 4 there, 8 asked\)"):
+  with pytest.raises(ConfigError, match=r"another config \(model.width 4→8\)"):
     runs.run_once(_config(model={"width": 8}), str(tmp_path))
   assert len(trains) == 1
