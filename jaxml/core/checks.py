@@ -18,7 +18,7 @@ import numpy as np
 
 from jaxml.errors import ConfigError
 
-Rule = Callable[[Any], "str | None"]
+Rule = Callable[[Any], str | None]
 
 
 def _is_number(value) -> bool:
@@ -66,11 +66,13 @@ def count(low: int = 1, high: float = math.inf) -> Rule:
 
 
 def one_of(*choices) -> Rule:
+  """One of `choices`, of the same type (so True is not the depth 1)."""
   phrase = f"must be one of {', '.join(str(c) for c in choices)}"
-  return lambda value: None if isinstance(value, str) and value in choices else phrase
+  return lambda value: None if any(type(value) is type(c) and value == c
+                                   for c in choices) else phrase
 
 
-def flag(value) -> "str | None":
+def flag(value) -> str | None:
   return None if isinstance(value, (bool, np.bool_)) else "must be True or False"
 
 
