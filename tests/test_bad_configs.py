@@ -41,7 +41,7 @@ CASES = [
     ("classifier:smoke", {"optimizer.name": "adamww"}, "is not an optax optimizer"),
     ("classifier:smoke", {"optimizer.clip_global_norm": NAN}, ">= 0 and finite"),
     # The runner's keys.
-    ("classifier:smoke", {"seed": -1}, "must be an integer in [0, 4.29497e+09]"),
+    ("classifier:smoke", {"seed": -1}, "must be an integer in [0, 4294967295]"),
     ("classifier:smoke", {"keep_checkpoints": 0}, "must be an integer >= 1"),
     ("classifier:smoke", {"num_steps": 0}, "must be an integer >= 1"),
     ("classifier:smoke", {"log_every": -1}, "must be an integer >= 1"),

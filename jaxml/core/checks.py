@@ -29,19 +29,20 @@ def _is_number(value) -> bool:
 def in_range(low: float = -math.inf, high: float = math.inf, *, open_low: bool = False,
              open_high: bool = False, integer: bool = False) -> Rule:
   """A finite number (an integer with `integer`) in the interval from `low` to `high`.
-  Finite always: a NaN passes every comparison's negation and would run until the first NaN
-  stop instead of being refused."""
+  Finite always: NaN compares false with everything, so a check such as `lr < 0` lets it
+  through, and the run would go on until its first NaN stop."""
   left, right = ("(" if open_low else "["), (")" if open_high else "]")
+  show = lambda edge: str(int(edge)) if integer else f"{edge:g}"
   bound = ""
   if math.isinf(high) and not math.isinf(low):
-    bound = f"{'>' if open_low else '>='} {low:g}"
+    bound = f"{'>' if open_low else '>='} {show(low)}"
   elif math.isinf(low) and not math.isinf(high):
-    bound = f"{'<' if open_high else '<='} {high:g}"
+    bound = f"{'<' if open_high else '<='} {show(high)}"
   if math.isinf(low) or math.isinf(high):
     phrase = (f"must be an integer {bound}" if integer else
               f"must be {bound} and finite" if bound else "must be finite").rstrip()
   else:
-    phrase = f"must be {'an integer ' if integer else ''}in {left}{low:g}, {high:g}{right}"
+    phrase = f"must be {'an integer ' if integer else ''}in {left}{show(low)}, {show(high)}{right}"
 
   def rule(value):
     if not _is_number(value) or not math.isfinite(value):
