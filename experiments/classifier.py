@@ -31,6 +31,9 @@ def get_config(arg=None):
   c = base.get_config(seed=opts.seed, smoke=variant == "smoke")
   c.algo = "classifier"
   c.data.source = "digits"
+  # Only these class ids, relabelled 0..k-1 in this order; () keeps every class. Declared so
+  # that --config.data.classes="(3,5)" parses on the command line.
+  c.data.classes = ()
   c.model = ml_collections.ConfigDict(
       {"name": "cnn", "channels": (32, 64), "dense": 128, "num_classes": 0})  # 0: from data
   c.augment = ml_collections.ConfigDict({"crop_pad": 1, "flip": False, "noise_std": 0.05})
@@ -54,7 +57,8 @@ def get_config(arg=None):
     c.model.dense = 32
   elif variant == "cifar10":
     # data_dir "" = TFDS's default (TFDS_DATA_DIR or ~/tensorflow_datasets).
-    c.data = ml_collections.ConfigDict({"source": "tfds:cifar10", "data_dir": "", "prefetch": 4})
+    c.data = ml_collections.ConfigDict(
+        {"source": "tfds:cifar10", "data_dir": "", "classes": (), "prefetch": 4})
     c.model = ml_collections.ConfigDict(
         {"name": "resnet", "depth": 18, "stem": "cifar", "norm": "batch", "num_classes": 0})
     c.augment = ml_collections.ConfigDict({"crop_pad": 4, "flip": True, "noise_std": 0.0})
@@ -74,7 +78,7 @@ def get_config(arg=None):
     # one-hot columns make it a poor regulariser), and the model is an MLP.
     # dir: "" = the copy shipped with jaxml; drop: columns left out of the features.
     c.data = ml_collections.ConfigDict({"source": "adult", "dir": "", "drop": (),
-                                        "prefetch": 0})
+                                        "classes": (), "prefetch": 0})
     c.model = ml_collections.ConfigDict({"name": "mlp", "hidden": (64, 64), "num_classes": 0})
     c.augment = ml_collections.ConfigDict({"crop_pad": 0, "flip": False, "noise_std": 0.0})
     if variant != "smoke":

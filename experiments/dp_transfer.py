@@ -86,7 +86,7 @@ def get_config(arg=None):
     public.data.source = f"tfds:{other}"
     public.linear_probe.enabled = False
     c.public = public
-    c.data = ml_collections.ConfigDict({"source": f"tfds:{scale}", "data_dir": ""})
+    c.data = ml_collections.ConfigDict({"source": f"tfds:{scale}", "data_dir": "", "classes": ()})
     c.features.batch_size = 1000
     # Not tuned at this scale (no accelerator was available): the digits settings, with the
     # noise-scaled ridge carrying most of the regularisation.
@@ -95,7 +95,7 @@ def get_config(arg=None):
     public = classifier.get_config(f"cifar10,seed={opts.seed}")
     public.data = ml_collections.ConfigDict({
         "source": "tfds:places365_small", "data_dir": "", "image_size": 224,
-        "test_split": "validation", "prefetch": 4})
+        "test_split": "validation", "classes": (), "prefetch": 4})
     public.model.stem = "imagenet"
     public.model.depth = 50
     public.batch_size = 1024
@@ -104,7 +104,8 @@ def get_config(arg=None):
     public.linear_probe.enabled = False
     c.public = public
     c.data = ml_collections.ConfigDict({"source": "tfds:imagenet2012", "data_dir": "",
-                                        "image_size": 224, "test_split": "validation"})
+                                        "image_size": 224, "test_split": "validation",
+                                        "classes": ()})
     c.features.batch_size = 1024
     c.sgd.steps = 200
   return c

@@ -62,7 +62,7 @@ def get_config(arg=None):
     c.optimizer.learning_rate = 5e-3
   elif scale in ("cifar10", "cifar100"):
     c.data = ml_collections.ConfigDict(
-        {"source": f"tfds:{scale}", "data_dir": "", "prefetch": 4})
+        {"source": f"tfds:{scale}", "data_dir": "", "classes": (), "prefetch": 4})
     c.model = ml_collections.ConfigDict(
         {"name": "resnet", "depth": 50, "stem": "cifar", "norm": "batch", "num_classes": 0})
     c.augment = ml_collections.ConfigDict(

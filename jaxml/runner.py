@@ -17,7 +17,7 @@ import jax
 
 from jaxml import algos as _algos
 from jaxml.algos.base import Algorithm
-from jaxml.core import files, lock
+from jaxml.core import checks, files, lock
 from jaxml.core import mesh as mesh_lib
 from jaxml.core.checkpoint import Checkpointer, warm_start
 from jaxml.core import workdir as workdir_lib
@@ -131,22 +131,30 @@ def prepare_workdir(workdir: str) -> str:
 
 
 def require_settings(config) -> None:
+  """The runner's settings are all there and in range (before the mesh is made from them)."""
   missing = [key for key in RUNNER_SETTINGS if key not in config]
   if missing or "prefetch" not in config.data:
     raise ConfigError(f"the config lacks runner settings {missing or ['data.prefetch']}: start "
                       "it from experiments/base.py")
+  checks.check_values(config, {
+      "seed": checks.count(0, 2**32 - 1),  # what jax.random.key takes without wrapping
+      "num_devices": checks.count(0), "batch_size": checks.count(1),
+      "eval_batch_size": checks.count(1), "num_steps": checks.count(1),
+      "log_every": checks.count(1), "eval_every": checks.count(1),
+      "checkpoint_every": checks.count(1),
+      "keep_checkpoints": checks.count(1),  # 0 would end a run with no checkpoint at all
+      "nonfinite": checks.one_of(*NONFINITE_MODES), "progress": checks.flag,
+      "linear_probe.enabled": checks.flag, "linear_probe.l2": checks.non_negative,
+      "data.prefetch": checks.count(0)})
 
 
 def check_config(config, mesh) -> None:
+  """The runner's checks against the mesh and the file system, then the algorithm's checks
+  that need no data: all before a dataset is built or loaded (`jaxml/algos/base.py`)."""
   for key in ("batch_size", "eval_batch_size"):
     mesh_lib.local_batch_size(mesh, config[key], key)
-  for key in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
-    if config[key] <= 0:
-      raise ConfigError(f"{key}={config[key]} must be positive")
   source = config.init_from
   if source and not (files.as_path(source) / "checkpoints").is_dir():
     raise ConfigError(f"init_from={source}: not a jaxml workdir with checkpoints")
-  if config.nonfinite not in NONFINITE_MODES:
-    raise ConfigError(f"nonfinite={config.nonfinite!r}; choose one of "
-                      f"{', '.join(NONFINITE_MODES)}")
+  load_algo(config.algo).check_config(config)
 

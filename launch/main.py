@@ -10,10 +10,13 @@ unwritable workdir, ...) prints one line on stderr and exits 2 before anything c
 
 from __future__ import annotations
 
+import os
+import traceback
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxml import cli  # bad input: one `error:` line and exit 2, as every command
+from jaxml import cli, errors  # bad input: one `error:` line and exit 2, as every command
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, optionally with ':variant'.", lock_config=True)
@@ -27,7 +30,8 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the r
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 def parse_flags(argv):
-  """absl flag parsing, with every config problem reported as one line and exit code 2."""
+  """absl flag parsing, with every config problem reported as one line and exit code 2; a
+  config file that raises or does not parse is reported as `file:line: message`."""
   try:
     rest = flags.FLAGS(argv)
     config = _CONFIG.value  # loading errors in the config file surface here
@@ -35,15 +39,53 @@ def parse_flags(argv):
       cli.fail("--config is required, e.g. --config experiments/classifier.py:smoke")
     # A deferred load error raises here; a study config names a study instead of an algo.
     config.study if "study" in config else config.algo  # noqa: B018  # pylint: disable=pointless-statement
-  except flags.Error as err:
-    cli.fail(cli.one_line(err))
-  except (ValueError, KeyError, AttributeError, TypeError, ImportError, OSError) as err:
-    if isinstance(err, AttributeError) or isinstance(err, KeyError):
+  except Exception as err:  # pylint: disable=broad-except  # narrowed below, else re-raised
+    from_file = _config_file_error(err, _config_path(argv))
+    if from_file:
+      cli.fail(from_file)
+    if isinstance(err, flags.Error):
+      cli.fail(cli.one_line(err))
+    if isinstance(err, (AttributeError, KeyError)):
       cli.fail(f"unknown config key: {cli.one_line(err)}")
-    cli.fail(cli.one_line(err))
+    if isinstance(err, (ValueError, TypeError, ImportError, OSError)):
+      cli.fail(cli.one_line(err))
+    raise
   if not _WORKDIR.value:
     cli.fail("--workdir is required")
   return rest
+
+
+def _config_path(argv) -> str | None:
+  """The config file named by `--config[=]PATH[:variant]`, or None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(("--config=", "-config=")):
+      return arg.split("=", 1)[1].split(":", 1)[0]
+    if arg in ("--config", "-config") and i + 1 < len(argv):
+      return argv[i + 1].split(":", 1)[0]
+  return None
+
+
+def _config_file_error(err: BaseException, path: str | None) -> str | None:
+  """What the config file's own code raised, as one line: a ConfigError's message (e.g. an
+  unknown variant), `file:line: SyntaxError: ...`, or `file:line: Type: message` at the file's
+  last frame in the traceback. ml_collections and absl re-raise it wrapped, with the trace
+  flattened into the message, so it is dug out of the exception chain, innermost first. None
+  when the error did not come from the file (an unknown key on the command line, ...)."""
+  chain = []
+  while err is not None and not any(err is seen for seen in chain):
+    chain.append(err)
+    err = err.__cause__ or err.__context__
+  target = os.path.realpath(path) if path else None
+  for exc in reversed(chain):
+    if isinstance(exc, errors.ConfigError) and not str(exc).startswith("Error whilst parsing"):
+      return cli.one_line(exc)
+    if isinstance(exc, SyntaxError) and exc.filename:
+      return f"{exc.filename}:{exc.lineno}: SyntaxError: {exc.msg}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if target and os.path.realpath(f.filename) == target]
+    if frames:
+      return f"{frames[-1].filename}:{frames[-1].lineno}: {type(exc).__name__}: {exc}"
+  return None
 
 
 def main(argv):

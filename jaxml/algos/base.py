@@ -33,6 +33,13 @@ Functions and what the runner does with them:
 
 Fields of the batch are the data source's (`dataset.fields`); an algorithm names the ones it
 reads (its inputs and `target`), so the runner and the evaluators never spell a field.
+
+Each module also exposes `check_config(config)`: the checks of its config that need no data
+(value ranges, choices, relations between keys). The runner calls it before the dataset is
+built or loaded, so a typo is refused in seconds even where building the data takes minutes;
+`build` calls it again and adds the checks against the data. The rules of `jaxml.core.checks`
+(`in_range`, `one_of`, `flag`, `each`) are the one way to state what a value must be, so every
+bad value is reported alike: `<dotted.key>=<value> <what it must be>`.
 """
 
 from __future__ import annotations

@@ -14,20 +14,48 @@ from flax import nnx
 
 from jaxml import models
 from jaxml.algos.base import Algorithm, BatchSampler
-from jaxml.core import rng
-from jaxml.core.optim import make_optimizer
+from jaxml.core import checks, rng
+from jaxml.core.optim import check_optimizer, make_optimizer
 from jaxml.core.state import TrainState, split_model
 from jaxml.data import augment
 from jaxml.data.base import check_labels
 from jaxml.errors import ConfigError
 from jaxml.losses.classification import cross_entropy, masked_cross_entropy
+from jaxml.models import cnn, resnet
 from jaxml.privacy import accounting, dp_sgd, ghost
 
 
 
+# The classification models' settings (jaxml/models/): SupCon's encoder shares them.
+MODEL_RULES = {
+    "model.name": checks.one_of(*models.available()), "model.num_classes": checks.count(0),
+    "model.channels": checks.each(checks.count()), "model.dense": checks.count(),
+    "model.pool": checks.one_of(*cnn.POOLS), "model.hidden": checks.each(checks.count()),
+    "model.depth": checks.one_of(*sorted(resnet.DEPTHS)), "model.stem": checks.one_of(
+        *resnet.STEMS), "model.norm": checks.one_of(*resnet.NORMS), "model.width": checks.count(),
+    "model.zero_init_residual": checks.flag}
+RULES = {
+    **MODEL_RULES, **augment.RULES,
+    "label_smoothing": checks.in_range(0, 1, open_high=True),  # 1 would ignore the labels
+    "dp.enabled": checks.flag, "dp.l2_clip": checks.positive,
+    "dp.noise_multiplier": checks.non_negative, "dp.target_epsilon": checks.non_negative,
+    "dp.max_epsilon": checks.non_negative, "dp.delta": checks.in_range(0, 1, open_high=True),
+    "dp.sampling": checks.one_of(*accounting.SAMPLINGS),
+    "dp.accountant": checks.one_of(*accounting.ACCOUNTANTS),
+    "dp.clipping": checks.one_of(*dp_sgd.CLIPPING)}
+
+
+def check_config(config) -> None:
+  """The checks that need no data (`jaxml/algos/base.py`)."""
+  checks.check_values(config, RULES)
+  check_optimizer(config.optimizer)
+
+
 def build(config, dataset) -> Algorithm:
   """A classifier of the data's task: its input field in, its integer target out."""
+  check_config(config)
   inputs, target = fields_of(dataset)
+  augment.check(config.augment, dataset.fields[inputs].shape)
   classes = num_classes(config, dataset)
   check_labels(dataset, classes)
   make_model = lambda rngs: models.create(config.model, num_classes=classes,

@@ -42,8 +42,8 @@ import optax
 from flax import nnx
 
 from jaxml.algos.base import Algorithm
-from jaxml.core import rng
-from jaxml.core.optim import make_optimizer
+from jaxml.core import checks, rng
+from jaxml.core.optim import check_optimizer, make_optimizer
 from jaxml.core.state import TrainState
 from jaxml.envs import atari, collect, minatar
 from jaxml.errors import ConfigError
@@ -101,15 +101,57 @@ def build(config, dataset) -> Algorithm:
       headline=("eval/loss", "eval/action_accuracy", "play/iqm_normalised"))
 
 
+RULES = {
+    "objective": checks.one_of(*OBJECTIVES),
+    "data.context": checks.count(1), "data.max_episodes": checks.count(0),
+    "data.test_fraction": checks.in_range(0, 1, open_low=True, open_high=True),
+    "data.frame_stack": checks.count(1), "data.run": checks.count(1),
+    # The dataset builder's settings (jaxml.envs.collect), checked before it runs for minutes.
+    "data.build.enabled": checks.flag, "data.build.games": checks.each(
+        checks.one_of(*minatar.GAMES)), "data.build.envs": checks.count(1),
+    "data.build.steps": checks.count(1), "data.build.seed": checks.count(0),
+    "data.build.ppo_steps": checks.count(0),
+    "model.patch_size": checks.count(1), "model.width": checks.count(1),
+    "model.depth": checks.count(1), "model.num_heads": checks.count(1),
+    "model.context": checks.count(1), "model.single_return_token": checks.flag,
+    "returns.low": checks.in_range(), "returns.high": checks.in_range(),
+    "returns.num_bins": checks.count(2),
+    "play.envs": checks.count(0), "play.steps": checks.count(1), "play.kappa": checks.in_range(),
+    "play.kappa_scale": checks.one_of("global", "game"), "play.best_of": checks.count(0),
+    "play.fixed_return": checks.flag, "play.target_return": checks.in_range(),
+    "play.temperature": checks.positive,
+    "play.top_percentile": checks.in_range(0, 100, open_low=True)}
+
+
+def check_config(config) -> None:
+  """The checks that need no data (`jaxml/algos/base.py`): ranges, then relations."""
+  checks.check_values(config, RULES)
+  games = config.data.games
+  if not games or not all(isinstance(g, str) for g in games):
+    raise ConfigError(f"data.games={games!r} must be a non-empty tuple of game names")
+  if suite(config) == "minatar":
+    checks.check_values(config, {"data.games": checks.each(checks.one_of(*minatar.GAMES))})
+  m = config.model
+  if m.width % m.num_heads:
+    raise ConfigError(f"model.num_heads={m.num_heads} must divide model.width={m.width}")
+  if config.data.context > m.context:
+    raise ConfigError(f"data.context={config.data.context} exceeds model.context={m.context}")
+  if config.returns.high <= config.returns.low:
+    raise ConfigError(f"returns.high={config.returns.high} must be > returns.low="
+                      f"{config.returns.low}")
+  try:
+    dt.num_patches(frame_shape(config), m.patch_size)
+  except ConfigError as err:
+    raise ConfigError(f"model.patch_size={m.patch_size}: {err}") from None
+  if config.play.get("kappa_scale") == "game" and suite(config) != "minatar":
+    raise ConfigError("play.kappa_scale='game' is MinAtar's (each game's dataset return "
+                      "range); use 'global'")
+  check_optimizer(config.optimizer)
+
+
 def validate(config, dataset) -> None:
-  if config.objective not in OBJECTIVES:
-    raise ConfigError(f"objective={config.objective!r}: choose one of {', '.join(OBJECTIVES)}")
-  if config.data.context > config.model.context:
-    raise ConfigError(f"data.context={config.data.context} exceeds model.context="
-                      f"{config.model.context}")
-  return_bins(config)
+  check_config(config)
   frames = tuple(dataset.fields["frame"].shape[1:])  # [context, *frame] per example
-  dt.num_patches(frames, config.model.patch_size)
   if frames != frame_shape(config):
     raise ConfigError(f"the data's frames are {frames}, the model's "
                       f"{frame_shape(config)}")
@@ -117,12 +159,6 @@ def validate(config, dataset) -> None:
       atari.FRAME_SHAPE:
     raise ConfigError(f"playing Atari needs data.frame_stack={atari.STACK} (the evaluator's "
                       "frames); set play.envs=0 to train without playing")
-  if config.play.get("kappa_scale", "global") not in ("global", "game") or (
-      config.play.get("kappa_scale") == "game" and suite(config) != "minatar"):
-    raise ConfigError(f"play.kappa_scale={config.play.get('kappa_scale')!r}: 'global', or "
-                      "'game' (MinAtar: each game's dataset return range)")
-  if not 0 < config.play.top_percentile <= 100 or config.play.temperature <= 0:
-    raise ConfigError("play.top_percentile must be in (0, 100] and play.temperature > 0")
 
 
 def make_model(config, rngs) -> dt.DecisionTransformer:

@@ -20,9 +20,9 @@ from flax import nnx
 
 from jaxml import models
 from jaxml.algos.base import Algorithm
-from jaxml.algos.classifier import fields_of, make_features
-from jaxml.core import rng
-from jaxml.core.optim import make_optimizer
+from jaxml.algos.classifier import MODEL_RULES, fields_of, make_features
+from jaxml.core import checks, rng
+from jaxml.core.optim import check_optimizer, make_optimizer
 from jaxml.core.state import TrainState, split_model
 from jaxml.data import augment
 from jaxml.data.base import check_labels
@@ -30,6 +30,17 @@ from jaxml.errors import ConfigError
 from jaxml.losses.supcon import supcon_loss_on_mesh
 
 METHODS = ("supcon", "simclr")
+# What jaxml/losses/supcon.py accepts (tests/test_bad_configs.py holds the two equal).
+CONTRAST_MODES = ("all", "one")
+FORMS = ("out", "in")
+RULES = {
+    **MODEL_RULES, **augment.RULES,
+    "supcon.method": checks.one_of(*METHODS), "supcon.num_views": checks.count(1),
+    # A temperature of 0 divides by zero: NaN at the first step.
+    "supcon.temperature": checks.positive, "supcon.base_temperature": checks.positive,
+    "supcon.contrast_mode": checks.one_of(*CONTRAST_MODES),
+    "supcon.form": checks.one_of(*FORMS), "supcon.projection_dim": checks.count(1),
+    "supcon.projection_hidden": checks.count(0)}  # 0: the encoder's feature width
 
 
 class SupConNet(nnx.Module):
@@ -48,14 +59,19 @@ class SupConNet(nnx.Module):
     return z / jnp.maximum(jnp.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
 
 
+def check_config(config) -> None:
+  """The checks that need no data (`jaxml/algos/base.py`)."""
+  checks.check_values(config, RULES)
+  if config.supcon.num_views == 1 and config.supcon.method == "simclr":
+    raise ConfigError("supcon.num_views=1: SimCLR needs >= 2 views (its positives are the "
+                      "other views of the same image)")
+  check_optimizer(config.optimizer)
+
+
 def build(config, dataset) -> Algorithm:
-  if config.supcon.method not in METHODS:
-    raise ConfigError(f"supcon.method={config.supcon.method!r}; choose one of "
-                      f"{', '.join(METHODS)}")
-  if config.supcon.num_views < 1 or (config.supcon.num_views == 1
-                                     and config.supcon.method == "simclr"):
-    raise ConfigError(f"supcon.num_views={config.supcon.num_views}: SimCLR needs >= 2 views")
+  check_config(config)
   inputs, target = fields_of(dataset)  # views of the input; the target defines positives
+  augment.check(config.augment, dataset.fields[inputs].shape)
   check_labels(dataset, dataset.num_classes)
   tx = make_optimizer(config.optimizer, config.num_steps)
   return Algorithm(init=lambda key: init_state(config, dataset, tx, key),

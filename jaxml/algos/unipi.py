@@ -45,8 +45,8 @@ import optax
 from flax import nnx
 
 from jaxml.algos.base import Algorithm
-from jaxml.core import rng
-from jaxml.core.optim import make_optimizer
+from jaxml.core import checks, rng
+from jaxml.core.optim import check_optimizer, make_optimizer
 from jaxml.core.state import TrainState
 from jaxml.envs import babyai, closed_loop
 from jaxml.errors import ConfigError
@@ -54,7 +54,7 @@ from jaxml.losses.classification import masked_cross_entropy
 from jaxml.models import diffusion
 from jaxml.models.inverse_dynamics import BCPolicy, InverseDynamics
 from jaxml.models.text_encoder import FrozenTextEmbeddings, TextEncoder, load_t5_embeddings
-from jaxml.models.video_unet import VideoUNet
+from jaxml.models.video_unet import TEMPORAL_KINDS, VideoUNet
 
 OBJECTIVES = ("unipi", "bc")
 
@@ -78,23 +78,67 @@ def frame_shape_of(dataset) -> tuple[int, ...]:
   return tuple(dataset.fields["video"].shape[1:])
 
 
-def validate(config, dataset) -> None:
-  if config.objective not in OBJECTIVES:
-    raise ConfigError(f"objective={config.objective!r}: choose one of {', '.join(OBJECTIVES)}")
+def _unet_rules(name: str) -> dict:
+  return {f"model.{name}.width": checks.count(1),
+          f"model.{name}.mults": checks.each(checks.count(1)),
+          f"model.{name}.blocks": checks.count(1), f"model.{name}.num_heads": checks.count(1),
+          f"model.{name}.temporal": checks.one_of(*TEMPORAL_KINDS),
+          f"model.{name}.patch_size": checks.count(1)}
+
+
+LEVELS = checks.each(checks.one_of(*babyai.LEVELS))
+RULES = {
+    "objective": checks.one_of(*OBJECTIVES),
+    "data.horizon": checks.count(1), "data.max_len": checks.count(1),
+    "data.test_fraction": checks.in_range(0, 1, open_low=True, open_high=True),
+    # The dataset builder's settings (jaxml.envs.babyai), checked before it runs for minutes.
+    "data.build.enabled": checks.flag, "data.build.levels": LEVELS,
+    "data.build.episodes": checks.count(1), "data.build.seed": checks.count(0),
+    "data.build.tile": checks.count(1),
+    "plan.keyframes": checks.count(1), "plan.stride": checks.count(1),
+    "plan.hierarchy": checks.flag, "plan.first_frame": checks.flag,
+    "plan.prediction": checks.one_of(*diffusion.PREDICTIONS),
+    "plan.text_drop": checks.in_range(0, 1, open_high=True),  # 1: never sees the mission
+    "plan.guidance": checks.non_negative, "plan.sample_steps": checks.count(1),
+    "inverse.data_fraction": checks.in_range(0, 1, open_low=True),
+    "model.text.width": checks.count(1), "model.text.depth": checks.count(1),
+    "model.text.num_heads": checks.count(1), **_unet_rules("planner"),
+    **_unet_rules("superres"), "model.inverse.width": checks.count(1),
+    "model.inverse.hidden": checks.count(1), "model.bc.width": checks.count(1),
+    "model.bc.hidden": checks.count(1),
+    "ema_decay": checks.in_range(0, 1, open_high=True),
+    # Validated here, not when control starts after the whole training run.
+    "control.levels": LEVELS, "control.episodes": checks.count(0),
+    "control.replan_every": checks.count(1), "control.max_steps": checks.count(1),
+    "control.temperature": checks.non_negative, "control.seed": checks.count(0),
+    "control.consistency_windows": checks.count(0)}
+
+
+def check_config(config) -> None:
+  """The checks that need no data (`jaxml/algos/base.py`): ranges, then relations."""
+  checks.check_values(config, RULES)
   plan = config.plan
-  if plan.keyframes < 1 or plan.stride < 1:
-    raise ConfigError(f"plan.keyframes={plan.keyframes} and plan.stride={plan.stride} must "
-                      "be >= 1")
   if config.data.horizon != plan.keyframes * plan.stride:
     raise ConfigError(f"data.horizon={config.data.horizon} must equal plan.keyframes × "
                       f"plan.stride = {plan.keyframes * plan.stride}")
-  if plan.prediction not in diffusion.PREDICTIONS:
-    raise ConfigError(f"plan.prediction={plan.prediction!r}: choose one of "
-                      f"{', '.join(diffusion.PREDICTIONS)}")
-  if not 0 <= plan.text_drop < 1 or plan.sample_steps < 1:
-    raise ConfigError("plan.text_drop must be in [0, 1) and plan.sample_steps >= 1")
-  if not 0 < config.inverse.data_fraction <= 1:
-    raise ConfigError(f"inverse.data_fraction={config.inverse.data_fraction} must be in (0, 1]")
+  text = config.model.text
+  if text.width % text.num_heads:
+    raise ConfigError(f"model.text.num_heads={text.num_heads} must divide "
+                      f"model.text.width={text.width}")
+  for name in ("planner", "superres"):
+    net = config.model[name]
+    widths = [net.width * m for m in net.mults]
+    if net.width % 2 or any(w % net.num_heads for w in widths):
+      raise ConfigError(f"model.{name}.num_heads={net.num_heads} must divide every level's "
+                        f"width {widths} (model.{name}.width × mults), and the width be even")
+  if config.control.replan_every > config.data.horizon:
+    raise ConfigError(f"control.replan_every={config.control.replan_every} must be in "
+                      f"[1, data.horizon={config.data.horizon}]")
+  check_optimizer(config.optimizer)
+
+
+def validate(config, dataset) -> None:
+  check_config(config)
   height, width = frame_shape_of(dataset)[:2]
   for name in ("planner", "superres"):
     net = config.model[name]
@@ -109,9 +153,6 @@ def validate(config, dataset) -> None:
       if len(missing):
         raise ConfigError(f"{len(missing)} {name} missions (e.g. {split.missions[missing[0]]!r})"
                           f" are not in model.text.t5_embeddings={config.model.text.t5_embeddings}")
-  if config.control.replan_every < 1 or config.control.replan_every > config.data.horizon:
-    raise ConfigError(f"control.replan_every={config.control.replan_every} must be in "
-                      f"[1, data.horizon={config.data.horizon}]")
 
 
 # ---------------------------------------------------------------------------------------

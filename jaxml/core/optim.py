@@ -8,9 +8,29 @@ from __future__ import annotations
 
 import optax
 
+from jaxml.core import checks
 from jaxml.errors import ConfigError
 
 SCHEDULES = ("cosine", "constant")
+
+
+def check_optimizer(opt_config) -> None:
+  """ConfigError, one line naming `optimizer.<key>`, for a value the optimizer cannot use.
+
+  A learning rate of 0 is allowed (it freezes the weights: a run that only evaluates, or a
+  test that the weights come through unchanged); a negative one would silently train uphill.
+  """
+  name = opt_config.get("name", None)
+  if not isinstance(name, str) or not callable(getattr(optax, name, None)):
+    raise ConfigError(f"optimizer.name={name!r} is not an optax optimizer (e.g. sgd, adamw)")
+  checks.check_values({"optimizer": opt_config}, {
+      "optimizer.learning_rate": checks.non_negative,
+      "optimizer.warmup_steps": checks.count(0),
+      "optimizer.schedule": checks.one_of(*SCHEDULES),
+      "optimizer.weight_decay": checks.non_negative,
+      "optimizer.momentum": checks.in_range(0, 1, open_high=True),
+      "optimizer.clip_global_norm": checks.non_negative,
+  })
 
 
 def make_schedule(opt_config, num_steps: int) -> optax.Schedule:
@@ -18,7 +38,7 @@ def make_schedule(opt_config, num_steps: int) -> optax.Schedule:
   warmup = int(opt_config.get("warmup_steps", 0))
   name = opt_config.get("schedule", "cosine")
   if name not in SCHEDULES:
-    raise ConfigError(f"optimizer.schedule={name!r}; choose one of {', '.join(SCHEDULES)}")
+    raise ConfigError(f"optimizer.schedule={name!r} must be one of {', '.join(SCHEDULES)}")
   if name == "constant":
     after = optax.constant_schedule(lr)
   else:
@@ -30,10 +50,9 @@ def make_schedule(opt_config, num_steps: int) -> optax.Schedule:
 
 def make_optimizer(opt_config, num_steps: int) -> optax.GradientTransformation:
   """`optimizer.name` with the schedule, plus optional global-norm clipping of updates."""
+  check_optimizer(opt_config)
   name = opt_config.name
-  constructor = getattr(optax, name, None)
-  if constructor is None or not callable(constructor):
-    raise ConfigError(f"optimizer.name={name!r} is not an optax optimizer (e.g. sgd, adamw)")
+  constructor = getattr(optax, name)
   kwargs = {"learning_rate": make_schedule(opt_config, num_steps)}
   if name in ("sgd", "lars") and opt_config.get("momentum", 0.0):
     kwargs["momentum"] = float(opt_config.momentum)

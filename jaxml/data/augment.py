@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jaxml.core import checks
 from jaxml.errors import ConfigError
 
 
@@ -224,6 +225,33 @@ def random_erasing(key: jax.Array, images: jax.Array, prob: float,
   return jnp.where(inside, jnp.zeros((), images.dtype), images)
 
 
+RULES = {"augment.crop_pad": checks.count(0), "augment.flip": checks.flag,
+         "augment.color_jitter": checks.non_negative, "augment.erase_prob": checks.fraction,
+         "augment.noise_std": checks.non_negative}
+IMAGE_ONLY = ("crop_pad", "flip", "color_jitter", "erase_prob")
+
+
+def check(aug_config: ml_collections.ConfigDict, input_shape: tuple[int, ...]) -> None:
+  """ConfigError naming `augment.<key>` unless `aug_config` fits inputs of `input_shape` (per
+  example): every value in range, a crop pad smaller than the image (a larger one shifts the
+  whole image out of view), image-only transforms off for inputs that are not images. The
+  algorithms call it in `build`, before anything compiles; `augment` calls it again at trace
+  time for any other caller."""
+  checks.check_values({"augment": aug_config}, RULES)
+  if len(input_shape) != 3:
+    for name in IMAGE_ONLY:
+      if aug_config.get(name, 0):
+        raise ConfigError(f"augment.{name}={aug_config[name]!r} needs images (height, width, "
+                          f"channels), but the input has shape {list(input_shape)}; turn it "
+                          "off for data that is not images")
+    return
+  height, width = input_shape[:2]
+  pad = aug_config.get("crop_pad", 0) or 0
+  if pad >= min(height, width):
+    raise ConfigError(f"augment.crop_pad={pad} must be smaller than the {height}x{width} "
+                      "images")
+
+
 def augment(key: jax.Array, images: jax.Array, aug_config: ml_collections.ConfigDict) -> jax.Array:
   """Applies crop, flip, colour jitter, erasing, then noise, as `aug_config` enables them.
 
@@ -234,18 +262,12 @@ def augment(key: jax.Array, images: jax.Array, aug_config: ml_collections.Config
   `fold_in(key, 4)`, which with JAX's partitionable threefry (the default) are exactly
   `split(key, 5)[3:]`: fresh counters, independent of the first three.
   """
+  check(aug_config, images.shape[1:])
   crop_pad = int(aug_config.get("crop_pad", 0) or 0)
   flip = bool(aug_config.get("flip", False))
   jitter = float(aug_config.get("color_jitter", 0.0) or 0.0)
   erase_prob = float(aug_config.get("erase_prob", 0.0) or 0.0)
   noise_std = float(aug_config.get("noise_std", 0.0) or 0.0)
-  if crop_pad < 0 or noise_std < 0:
-    raise ConfigError(f"augment.crop_pad and augment.noise_std must be >= 0, got {crop_pad}, "
-                      f"{noise_std}")
-  if jitter < 0:
-    raise ConfigError(f"augment.color_jitter must be >= 0, got {jitter}")
-  if not 0.0 <= erase_prob <= 1.0:
-    raise ConfigError(f"augment.erase_prob must be in [0, 1], got {erase_prob}")
   crop_key, flip_key, noise_key = jax.random.split(key, 3)
   if crop_pad:
     images = random_crop(crop_key, images, crop_pad)

@@ -54,7 +54,7 @@ def test_schedule_defaults_to_cosine_without_warmup():
 
 
 def test_unknown_schedule_and_optimizer_are_config_errors():
-  with pytest.raises(ConfigError, match="optimizer.schedule='linear'; choose one of cosine"):
+  with pytest.raises(ConfigError, match="optimizer.schedule='linear' must be one of cosine"):
     optim.make_schedule(_opt(schedule="linear"), 10)
   with pytest.raises(ConfigError, match="optimizer.name='adamww' is not an optax optimizer"):
     optim.make_optimizer(_opt(name="adamww"), 10)

@@ -281,8 +281,21 @@ def test_sharded_augment_needs_no_collectives(case):
 def test_image_transforms_refuse_feature_vectors(option, name):
   """Tabular inputs [B, D] have no image layout: say so instead of failing in a reshape."""
   features = np.zeros((4, 108), np.float32)
-  with pytest.raises(ConfigError, match=rf"augment.{name} needs NHWC image batches, but the "
-                                        r"input has shape \[4, 108\]"):
+  with pytest.raises(ConfigError, match=rf"augment.{name}=\S+ needs images \(height, width, "
+                                        r"channels\), but the input has shape \[108\]"):
     augment.augment(jax.random.key(0), features, aug_config(**option))
   noisy = augment.augment(jax.random.key(0), features, aug_config(noise_std=0.1))
   assert noisy.shape == features.shape and float(np.std(noisy)) > 0.05  # noise still applies
+
+
+@pytest.mark.parametrize("option,message", [
+    ({"crop_pad": 8}, r"augment.crop_pad=8 must be smaller than the 8x8 images"),
+    ({"crop_pad": -1}, r"augment.crop_pad=-1 must be an integer >= 0"),
+    ({"noise_std": float("nan")}, r"augment.noise_std=nan must be >= 0 and finite"),
+    ({"erase_prob": 1.5}, r"augment.erase_prob=1.5 must be in \[0, 1\]"),
+    ({"color_jitter": -0.5}, r"augment.color_jitter=-0.5 must be >= 0"),
+])
+def test_check_refuses_bad_settings_by_key(option, message):
+  with pytest.raises(ConfigError, match=message):
+    augment.check(aug_config(**option), (8, 8, 1))
+  augment.check(aug_config(), (8, 8, 1))  # the defaults pass
