@@ -99,7 +99,7 @@ def train(config, workdir: str, signals: Signals, progress: Progress) -> dict:
     progress.phase = TRAINING
     state, summary = train_loop(config, state, steps, dataset, mesh, train_key,
                                 checkpointer, writer, signals)
-    progress.phase = FINAL
+    progress.phase, progress.step = FINAL, summary["step"]
     # A run resumed from its last checkpoint runs no steps and comes straight here.
     final = {f"eval/{k}": v for k, v in evaluate(steps, state, dataset.test, mesh,
                                                 config.eval_batch_size).items()}
@@ -131,7 +131,7 @@ class Progress:
 
   def __init__(self):
     self.phase = START_UP
-    self.step: int | None = None  # the step training started from, once known
+    self.step: int | None = None  # the step training starts from, then the one it ended at
     self.saved: int | None = None  # the newest committed checkpoint, once the run closed
 
   def note_saved(self, checkpointer) -> None:
@@ -139,7 +139,8 @@ class Progress:
 
   def describe(self, stop: Interrupted, workdir: str) -> None:
     stop.phase = stop.phase or self.phase
-    stop.step = self.step if stop.step is None else stop.step
+    if stop.step is None and stop.phase != TRAINING:  # in training only the loop knows it
+      stop.step = self.step
     stop.saved = self.saved
     stop.workdir = workdir
 

@@ -83,15 +83,13 @@ class Signals:
 
   @contextlib.contextmanager
   def deferred(self):
-    """The training loop: a first signal sets `received` for `requested` to report. One that
-    came after the loop's last look is raised on the way out."""
+    """The training loop: a first signal sets `received` for `requested` to report. (One
+    that came after the loop's last look is still in `received` when this ends.)"""
     self._deferring = jax.process_count() == 1
     try:
       yield self
     finally:
       self._deferring = False
-    if self.received is not None:
-      raise Interrupted(self.received)
 
   def requested(self, step: int, checkpointer) -> int | None:
     """The signal to stop for after `step` (SIGTERM or SIGINT), or None to go on."""

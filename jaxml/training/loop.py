@@ -124,6 +124,8 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
   finally:
     prefetch.close()
     bar.close()
+  if signals.received is not None:  # came after the last step's look: that step is saved
+    raise Interrupted(signals.received, step)
   return state, {"step": step, **clock.summary(step)}
 
 
