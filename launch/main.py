@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging as std_logging
 import os
 import sys
+import threading
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -80,8 +82,10 @@ def train() -> None:
       jax.distributed.initialize()  # auto-detects TPU VM slices, SLURM, ...
   except (ValueError, RuntimeError) as err:
     cli.fail(f"cannot join the multi-host run: {cli.one_line(err)}")
+  held = HeldTracebacks()
   try:
-    summary = runner.run(_CONFIG.value, _WORKDIR.value)
+    with held:
+      summary = runner.run(_CONFIG.value, _WORKDIR.value)
   except errors.ConfigError as err:
     cli.fail(str(err))
   except errors.NonFiniteError as err:
@@ -96,8 +100,45 @@ def train() -> None:
     if jax.process_index() == 0:
       print(stopped_line(stop), flush=True)
     sys.exit(0 if stop.preempted else cli.EXIT_INTERRUPTED)
+  except BaseException:
+    held.release()  # a bug: every traceback may help
+    raise
+  held.release()
   if jax.process_index() == 0:
     _report(summary)
+
+
+class HeldTracebacks:
+  """Holds the tracebacks of background threads during the run, printing them only if it
+  ends in neither a clean stop nor a reported fault. On a full or read-only disk Orbax's save
+  threads, tensorstore's callbacks and tensorboardX's writer each print their own; the run
+  then reports the one fault in one line."""
+
+  def __init__(self):
+    self.held: list[str] = []
+
+  def __enter__(self):
+    self._hooks = threading.excepthook, sys.excepthook
+    threading.excepthook = self._thread_hook
+    sys.excepthook = self._hook  # how C++ callbacks (tensorstore) print a Python error
+    return self
+
+  def __exit__(self, *exc):
+    threading.excepthook, sys.excepthook = self._hooks
+
+  def _thread_hook(self, args):
+    self.held.append(f"Exception in thread {args.thread.name if args.thread else '?'}:\n"
+                     + "".join(traceback.format_exception(args.exc_value)))
+
+  def _hook(self, exc_type, value, tb):
+    if threading.current_thread() is threading.main_thread():
+      self._hooks[1](exc_type, value, tb)
+    else:
+      self.held.append("".join(traceback.format_exception(exc_type, value, tb)))
+
+  def release(self) -> None:
+    sys.stderr.write("".join(self.held))
+    self.held = []
 
 
 def stopped_line(stop) -> str:
