@@ -2,13 +2,18 @@
 the path and the OS error (exit 3 from the launcher), no hang, the newest checkpoint intact,
 and a rerun once there is space ends bit-identical to an uninterrupted run.
 
-The injected faults run everywhere; the real full disk (a small tmpfs) needs mount rights.
+The injected faults run everywhere; the real full disk (a small tmpfs) needs mount rights, and
+the real unwritable workdir needs root (the launcher runs as `nobody`, since root writes
+anywhere).
 """
 
 import errno
 import json
 import os
+import pathlib
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -16,7 +21,8 @@ from jaxml import runner
 from jaxml.core import workdir as workdir_lib
 from jaxml.core.metrics import MetricWriter
 from jaxml.errors import StorageError
-from tests.launch_utils import assert_same_arrays, checkpoint_steps, restore_arrays, run_launcher
+from tests.launch_utils import (assert_same_arrays, checkpoint_steps, launch_cmd, launcher_env,
+                                restore_arrays, run_launcher, wait_for_step)
 from tests.test_signals import NUM_STEPS, RUN, final_metrics, run_config
 
 CONFIG = "experiments/classifier.py:smoke"
@@ -124,3 +130,42 @@ def test_real_disk_full_exits_3_in_one_line_and_the_rerun_with_space_resumes(
   assert final_metrics(workdir) == metrics
   rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]  # every line whole again
   assert rows[-1]["step"] == NUM_STEPS
+
+
+@pytest.fixture
+def nobody_home():
+  """A directory of user `nobody`, outside pytest's tmp root (which only root may enter)."""
+  if os.geteuid() != 0 or not shutil.which("setpriv"):
+    pytest.skip("needs root, to run the launcher as another user whose workdir turns unwritable")
+  home = pathlib.Path(tempfile.mkdtemp(prefix="jaxml-nobody-"))
+  home.chmod(0o755)
+  os.chown(home, 65534, 65534)
+  yield home
+  shutil.rmtree(home, ignore_errors=True)
+
+
+def test_workdir_turning_unwritable_exits_3_in_one_line_and_the_rerun_resumes(
+    reference, nobody_home):
+  home = nobody_home
+  workdir = home / "run"
+  env = {**launcher_env(), "HOME": str(home), "MPLCONFIGDIR": str(home),
+         "JAX_COMPILATION_CACHE_DIR": str(home / "xla-cache")}
+  proc = subprocess.Popen(
+      ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+       *launch_cmd(CONFIG, workdir, *RUN)], cwd=os.path.dirname(os.path.dirname(__file__)),
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  wait_for_step(proc, workdir, 150)
+  for root, dirs, names in os.walk(workdir):
+    for name in [*dirs, *names, "."]:
+      os.chmod(os.path.join(root, name), 0o555)  # what was open for writing stays writable
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 3, err[-3000:]
+  assert out == "" and len(err.splitlines()) == 1, err[-3000:]
+  assert err.startswith(f"error: {workdir}") and "Permission denied" in err
+  saved = checkpoint_steps(workdir)
+  restore_arrays(workdir, saved[-1])  # the newest checkpoint is whole
+  again = run_launcher(CONFIG, workdir, *RUN)  # as root: writable again
+  assert again.returncode == 0, again.stderr[-3000:]
+  arrays, metrics = reference
+  assert_same_arrays(arrays, restore_arrays(workdir, NUM_STEPS))
+  assert final_metrics(workdir) == metrics
