@@ -76,6 +76,9 @@ def train(config, workdir: str, signals: Signals, progress: Progress) -> dict:
   is_chief = jax.process_index() == 0
   if is_chief:
     workdir_lib.write_config(workdir, config)
+    # Until this run ends the workdir holds no summary of a finished run: a run killed (-9)
+    # after this point is then not mistaken for one.
+    (files.as_path(workdir) / "artifacts" / "summary.json").unlink(missing_ok=True)
 
   # The ambient mesh lets algorithms call jax.shard_map (e.g. SupCon's all-gather).
   # Every clean-up step runs even when one before it fails (a full disk fails several).

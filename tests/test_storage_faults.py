@@ -59,13 +59,16 @@ def test_disk_full_mid_run_is_one_error_and_the_rerun_resumes_exactly(reference,
     write(self, step, metrics)
 
   monkeypatch.setattr(MetricWriter, "write", write_until_full)
+  os.makedirs(tmp_path / "artifacts")
+  with open(tmp_path / "artifacts" / "summary.json", "w") as f:  # of an earlier, shorter run
+    json.dump({"completed": True, "step": 50}, f)
   with pytest.raises(StorageError) as fault:
     runner.run(run_config(), str(tmp_path))
   assert str(fault.value).startswith(f"{tmp_path}: No space left on device; ")
   assert "\n" not in str(fault.value)
   assert checkpoint_steps(tmp_path)[-1] == 100  # the save under way at the fault completed
   restore_arrays(tmp_path, 100)
-  assert not os.path.exists(tmp_path / "artifacts" / "summary.json")  # not a finished run
+  assert not os.path.exists(tmp_path / "artifacts" / "summary.json")  # no finished run here
   monkeypatch.undo()
   runner.run(run_config(), str(tmp_path))
   arrays, metrics = reference
