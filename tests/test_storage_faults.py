@@ -119,8 +119,8 @@ def test_real_disk_full_exits_3_in_one_line_and_the_rerun_with_space_resumes(
   assert proc.returncode == 3, proc.stderr[-3000:]
   assert proc.stdout == ""
   lines = proc.stderr.splitlines()
-  assert len(lines) == 1 and lines[0].startswith(f"error: {workdir}"), proc.stderr[-3000:]
-  assert "No space left on device" in lines[0]
+  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+  assert str(workdir) in lines[0] and "No space left on device" in lines[0], lines[0]
   saved = checkpoint_steps(workdir)
   assert saved and saved[-1] < NUM_STEPS
   restore_arrays(workdir, saved[-1])  # the newest checkpoint is whole
@@ -164,7 +164,7 @@ def test_workdir_turning_unwritable_exits_3_in_one_line_and_the_rerun_resumes(
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == 3, err[-3000:]
   assert out == "" and len(err.splitlines()) == 1, err[-3000:]
-  assert err.startswith(f"error: {workdir}") and "Permission denied" in err
+  assert err.startswith("error: ") and str(workdir) in err and "Permission denied" in err
   saved = checkpoint_steps(workdir)
   restore_arrays(workdir, saved[-1])  # the newest checkpoint is whole
   again = run_launcher(CONFIG, workdir, *RUN)  # as root: writable again
