@@ -10,7 +10,10 @@ again with `jaxml.trained.load`.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
+import os
 import pkgutil
 
 import jax
@@ -23,7 +26,8 @@ from jaxml.core.checkpoint import Checkpointer, warm_start
 from jaxml.core import workdir as workdir_lib
 from jaxml.core.metrics import MetricWriter
 from jaxml.data import load_dataset
-from jaxml.errors import ConfigError
+from jaxml.core.preemption import FINAL, START_UP, TRAINING, Interrupted, Signals
+from jaxml.errors import ConfigError, StorageError
 from jaxml.training.data import prepare_data
 from jaxml.training.evaluate import evaluate, linear_probe
 from jaxml.training.memory import check_batch_memory
@@ -43,17 +47,30 @@ def run(config, workdir: str) -> dict:
   A config with a top-level `study` key instead of `algo` (sweeps and fits over trained runs)
   is run by `jaxml.studies.run_study`, which leaves the same workdir contract. Either holds
   the workdir's lock throughout: a second launcher on it is refused (`jaxml.core.lock`).
+
+  SIGTERM and SIGINT stop the run in any phase by raising `Interrupted` (after a checkpoint,
+  in the training loop), which says where the run stopped; a storage fault raises
+  `StorageError`. Either way a rerun resumes.
   """
-  workdir = prepare_workdir(workdir)
-  with lock.hold(workdir):
-    if "study" in config:
-      from jaxml import studies  # pylint: disable=import-outside-toplevel  # studies use the runner
-      return studies.run_study(config, workdir)
-    return train(config, workdir)
+  with Signals().installed() as signals, storage_faults(workdir):
+    workdir = prepare_workdir(workdir)
+    with lock.hold(workdir):
+      if "study" in config:
+        from jaxml import studies  # pylint: disable=import-outside-toplevel  # studies use the runner
+        return studies.run_study(config, workdir)
+      progress = Progress()
+      try:
+        return train(config, workdir, signals, progress)
+      except Interrupted as stop:
+        progress.describe(stop, workdir)
+        if jax.process_index() == 0:  # so no one mistakes the workdir for a finished run
+          write_incomplete_summary(workdir, config, stop)
+        raise
 
 
-def train(config, workdir: str) -> dict:
-  """`run` for a config with an `algo`, in a prepared and locked workdir."""
+def train(config, workdir: str, signals: Signals, progress: Progress) -> dict:
+  """The training run's lifecycle (see `run`) in a prepared and locked workdir; `progress`
+  follows its phase and checkpoints."""
   require_settings(config)
   # Before any checkpoint is touched: another config's checkpoints are not this run's.
   workdir_lib.check_same_config(workdir, config)
@@ -66,41 +83,106 @@ def train(config, workdir: str) -> dict:
   is_chief = jax.process_index() == 0
   if is_chief:
     workdir_lib.write_config(workdir, config)
+    # Until this run ends the workdir holds no summary of a finished run: a run killed (-9)
+    # after this point is then not mistaken for one.
+    (files.as_path(workdir) / "artifacts" / "summary.json").unlink(missing_ok=True)
 
   # The ambient mesh lets algorithms call jax.shard_map (e.g. SupCon's all-gather).
-  with jax.set_mesh(mesh):
+  # Every clean-up step runs even when one before it fails (a full disk fails several).
+  with jax.set_mesh(mesh), contextlib.ExitStack() as cleanup:
     # Made replicated on the mesh (every host) so the loop never transfers a key.
     init_key, train_key = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
                                   out_shardings=mesh_lib.replicated(mesh))()
     steps = Steps.build(algorithm, mesh, config.nonfinite)
     checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+    cleanup.callback(checkpointer.close)
+    cleanup.callback(progress.note_saved, checkpointer)
+    cleanup.callback(checkpointer.wait)  # an async save under way completes (or fails) first
     state = checkpointer.restore_latest(steps.abstract_state)
     if state is None:
       state = steps.init(init_key)
       if config.init_from:  # fine-tuning: a fresh run from another run's weights
         state = warm_start(state, steps.abstract_state, config.init_from)
-    writer = MetricWriter(workdir, start_step=int(state.step))
-    try:
-      state, summary = train_loop(config, state, steps, dataset, mesh, train_key,
-                                  checkpointer, writer)
-      if not summary["preempted"]:
-        final = {f"eval/{k}": v for k, v in evaluate(steps, state, dataset.test, mesh,
-                                                    config.eval_batch_size).items()}
-        if steps.features is not None and config.linear_probe.enabled:
-          final.update(linear_probe(steps, state, dataset, mesh, config))
-        if algorithm.final_metrics is not None:  # e.g. play in the environments
-          final.update(algorithm.final_metrics(state))
-        writer.write(summary["step"], final)
-        summary.update(final)
-    finally:
-      writer.close()
-      checkpointer.wait()
-      checkpointer.close()
-  summary.update(algo=config.algo, headline=list(algorithm.headline))
+    progress.step = int(state.step)
+    writer = MetricWriter(workdir, start_step=progress.step)
+    cleanup.callback(writer.close)
+    progress.phase = TRAINING
+    state, summary = train_loop(config, state, steps, dataset, mesh, train_key,
+                                checkpointer, writer, signals)
+    progress.phase, progress.step = FINAL, summary["step"]
+    # A run resumed from its last checkpoint runs no steps and comes straight here.
+    final = {f"eval/{k}": v for k, v in evaluate(steps, state, dataset.test, mesh,
+                                                config.eval_batch_size).items()}
+    if steps.features is not None and config.linear_probe.enabled:
+      final.update(linear_probe(steps, state, dataset, mesh, config))
+    if algorithm.final_metrics is not None:  # e.g. play in the environments
+      final.update(algorithm.final_metrics(state))
+    writer.write(summary["step"], final)
+    summary.update(final)
+  summary.update(algo=config.algo, headline=list(algorithm.headline), completed=True,
+                 preempted=False)
   if is_chief:
     workdir_lib.write_artifacts(workdir, summary, writer.path)
   summary["workdir"] = workdir
   return summary
+
+
+def write_incomplete_summary(workdir: str, config, stop: Interrupted) -> None:
+  """artifacts/summary.json of a run a signal stopped: `completed` false and where it stopped
+  (`preempted` true, for either signal, is what `jaxml.studies.runs` reads as "resume me")."""
+  files.makedirs(os.path.join(workdir, "artifacts"))
+  files.write_json(os.path.join(workdir, "artifacts", "summary.json"), {
+      "algo": config.algo, "completed": False, "preempted": True, "signal": str(stop),
+      "phase": stop.phase, "step": stop.step, "checkpoint": stop.saved}, sort_keys=True)
+
+
+class Progress:
+  """Where a run is, for the line that says where a signal stopped it."""
+
+  def __init__(self):
+    self.phase = START_UP
+    self.step: int | None = None  # the step training starts from, then the one it ended at
+    self.saved: int | None = None  # the newest committed checkpoint, once the run closed
+
+  def note_saved(self, checkpointer) -> None:
+    self.saved = max(checkpointer.all_steps(), default=None)
+
+  def describe(self, stop: Interrupted, workdir: str) -> None:
+    stop.phase = stop.phase or self.phase
+    if stop.step is None and stop.phase != TRAINING:  # in training only the loop knows it
+      stop.step = self.step
+    stop.saved = self.saved
+    stop.workdir = workdir
+
+
+# errnos that say the storage failed, not the program: out of space or quota, read-only,
+# no permission, an I/O error. ENOENT counts only for a path in the workdir (it vanished).
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                  errno.EIO)
+
+
+def storage_error(err: OSError, workdir: str) -> StorageError | None:
+  """`err` as a one-line StorageError naming the path, or None if it is not a storage fault."""
+  path = os.fspath(err.filename) if err.filename is not None else None
+  in_workdir = path is not None and not files.is_remote(workdir) and (
+      os.path.abspath(path) + os.sep).startswith(files.as_str(workdir) + os.sep)
+  if err.errno not in STORAGE_ERRNOS and not (err.errno == errno.ENOENT and in_workdir):
+    return None
+  return StorageError(f"{path or files.as_str(workdir)}: {err.strerror or err}; the newest "
+                      "complete checkpoint is kept: fix the storage, then run the same command "
+                      "again to resume")
+
+
+@contextlib.contextmanager
+def storage_faults(workdir: str):
+  """The one place an OSError of the storage becomes a StorageError (exit 3)."""
+  try:
+    yield
+  except OSError as err:
+    fault = storage_error(err, workdir)
+    if fault is None:
+      raise
+    raise fault from err
 
 
 def build_algorithm(config, dataset) -> Algorithm:

@@ -5,12 +5,18 @@
       --process_id=I]
 
 Bad input (unknown config key or variant, wrong type, unknown algorithm or dataset,
-unwritable workdir, ...) prints one line on stderr and exits 2 before anything compiles.
+unwritable workdir, ...) prints one line on stderr and exits 2 before anything compiles. Every
+other way a run ends is one line too, with the exit codes of `jaxml/cli.py`: 0 finished, or
+preempted by SIGTERM (the line says how to resume); 1 a failed run (NaN/Inf); 3 a storage
+fault; 130 Ctrl-C (SIGINT).
 """
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
+import sys
+import threading
 import traceback
 
 from absl import app, flags, logging
@@ -91,9 +97,22 @@ def _config_file_error(err: BaseException, path: str | None) -> str | None:
 def main(argv):
   if len(argv) > 1:
     cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  try:
+    train()
+  except KeyboardInterrupt:  # Ctrl-C before the run's own handler was in place
+    cli.fail("interrupted before the run started; nothing to resume",
+             code=cli.EXIT_INTERRUPTED)
+
+
+def train() -> None:
+  # Orbax logs every failed background write with its traceback (hundreds of lines on a full
+  # disk); the launcher reports the fault itself, in one line. (Set here: absl resets its
+  # logger's level when app.run parses the flags.)
+  std_logging.getLogger("absl").setLevel(std_logging.CRITICAL)
   # Imports after flag parsing so `--help` and bad flags answer without loading JAX.
   import jax  # pylint: disable=import-outside-toplevel
   from jaxml import errors, runner  # pylint: disable=import-outside-toplevel
+  from jaxml.core.preemption import Interrupted  # pylint: disable=import-outside-toplevel
 
   try:
     if _COORDINATOR.value:
@@ -102,21 +121,80 @@ def main(argv):
       jax.distributed.initialize()  # auto-detects TPU VM slices, SLURM, ...
   except (ValueError, RuntimeError) as err:
     cli.fail(f"cannot join the multi-host run: {cli.one_line(err)}")
+  held = HeldTracebacks()
   try:
-    summary = runner.run(_CONFIG.value, _WORKDIR.value)
+    with held:
+      summary = runner.run(_CONFIG.value, _WORKDIR.value)
   except errors.ConfigError as err:
     cli.fail(str(err))
   except errors.NonFiniteError as err:
-    cli.fail(str(err), code=1)
+    cli.fail(str(err), code=cli.EXIT_FAILED)
+  except errors.StorageError as err:
+    # Exits at once: a failed async save can leave Orbax threads and coroutines behind that
+    # the interpreter's shutdown would wait for, or report in hundreds of lines.
+    print(f"error: {cli.one_line(err)}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(cli.EXIT_STORAGE)  # pylint: disable=protected-access
+  except Interrupted as stop:
+    if jax.process_index() == 0:
+      print(stopped_line(stop), flush=True)
+    sys.exit(0 if stop.preempted else cli.EXIT_INTERRUPTED)
+  except BaseException:
+    held.release()  # a bug: every traceback may help
+    raise
+  held.release()
   if jax.process_index() == 0:
     _report(summary)
 
 
+class HeldTracebacks:
+  """Holds the tracebacks of background threads during the run, printing them only if it
+  ends in neither a clean stop nor a reported fault. On a full or read-only disk Orbax's save
+  threads, tensorstore's callbacks and tensorboardX's writer each print their own; the run
+  then reports the one fault in one line."""
+
+  def __init__(self):
+    self.held: list[str] = []
+
+  def __enter__(self):
+    self._hooks = threading.excepthook, sys.excepthook
+    threading.excepthook = self._thread_hook
+    sys.excepthook = self._hook  # how C++ callbacks (tensorstore) print a Python error
+    return self
+
+  def __exit__(self, *exc):
+    threading.excepthook, sys.excepthook = self._hooks
+
+  def _thread_hook(self, args):
+    self.held.append(f"Exception in thread {args.thread.name if args.thread else '?'}:\n"
+                     + "".join(traceback.format_exception(args.exc_value)))
+
+  def _hook(self, exc_type, value, tb):
+    if threading.current_thread() is threading.main_thread():
+      self._hooks[1](exc_type, value, tb)
+    else:
+      self.held.append("".join(traceback.format_exception(exc_type, value, tb)))
+
+  def release(self) -> None:
+    sys.stderr.write("".join(self.held))
+    self.held = []
+
+
+def stopped_line(stop) -> str:
+  """The one line that says where a signal stopped the run and how to go on."""
+  where = {"start-up": "before training began",
+           "training": f"at step {stop.step}" if stop.step is not None else "during training",
+           "final evaluation": f"during the final evaluation (training ended at step "
+                               f"{stop.step})"}.get(stop.phase)
+  parts = [" ".join(filter(None, ["preempted" if stop.preempted else "interrupted", where]))]
+  if stop.saved is not None:
+    parts.append(f"checkpoint at step {stop.saved} saved in {stop.workdir}/checkpoints")
+  elif stop.phase in ("training", "final evaluation"):
+    parts.append("no checkpoint saved yet")
+  return "; ".join(parts + ["run the same command again to resume"])
+
+
 def _report(summary: dict) -> None:
-  if summary.get("preempted"):
-    print(f"preempted at step {summary['step']}; checkpoint saved in "
-          f"{summary['workdir']}/checkpoints. Run the same command again to resume.")
-    return
   # The algorithm's (or study's) headline metrics, in its order; those a run did not compute
   # (e.g. play with play.envs=0) are left out.
   scores = [(k, summary[k]) for k in summary["headline"] if isinstance(summary.get(k), float)]

@@ -1,4 +1,4 @@
-"""The training loop: steps, periodic logging/eval/checkpoints, preemption, non-finite stop.
+"""The training loop: steps, periodic logging/eval/checkpoints, signals, non-finite stop.
 
 Per-step metrics stay on device until a log step, so the host never waits on the device
 mid-interval; at a log step (and before every checkpoint) they are fetched, checked for
@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxml.core.preemption import Preemption
+from jaxml.core.preemption import Interrupted, Signals
 from jaxml.data.pipeline import Prefetcher, train_batch
 from jaxml.errors import NonFiniteError
 from jaxml.training.evaluate import evaluate
@@ -80,8 +80,13 @@ def _finite_mean(values: list[float]) -> float:
   return float(np.mean(finite)) if finite else float("nan")
 
 
-def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writer):
-  """Runs steps [state.step, config.num_steps); returns (state, summary)."""
+def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writer,
+               signals: Signals):
+  """Runs steps [state.step, config.num_steps); returns (state, summary).
+
+  A SIGTERM or SIGINT (`signals`) ends the step under way; the state is then checkpointed and
+  `Interrupted` raised with the step, once the save is committed.
+  """
   start, stop = int(state.step), int(config.num_steps)
   pending = _Pending(config.nonfinite)
   sampler = steps.algorithm.sampler
@@ -91,11 +96,10 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
   host_metrics = steps.algorithm.host_metrics
   bar = tqdm(total=stop, initial=start, unit="step", dynamic_ncols=True,
              disable=not (writer.active and config.progress))
-  preemption = Preemption(checkpointer)
   clock = _Clock(start, prefetch)
   step = start
   try:
-    with preemption.installed(), jax.transfer_guard("disallow"):
+    with signals.deferred(), jax.transfer_guard("disallow"):
       while step < stop:
         batch = prefetch.next(step)
         state, metrics = steps.train(state, batch, base_key)
@@ -110,19 +114,19 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
           if step % config.eval_every == 0 and step != stop:
             writer.write(step, {f"eval/{k}": v for k, v in evaluate(
                 steps, state, dataset.test, mesh, config.eval_batch_size).items()})
-          preempted = preemption.requested(step)
-          if step % config.checkpoint_every == 0 or step == stop or preempted:
+          stop_for = signals.requested(step, checkpointer)
+          if step % config.checkpoint_every == 0 or step == stop or stop_for:
             _log(step, pending, writer, bar, clock, host_metrics)  # no NaN checkpoint
             checkpointer.save(step, state)
-          if preempted:
+          if stop_for:
             checkpointer.wait()
-            if writer.active:
-              bar.write(f"preempted: checkpoint saved at step {step}; rerun to continue")
-            break
+            raise Interrupted(stop_for, step)
   finally:
     prefetch.close()
     bar.close()
-  return state, {"step": step, "preempted": step < stop, **clock.summary(step)}
+  if signals.received is not None:  # came after the last step's look: that step is saved
+    raise Interrupted(signals.received, step)
+  return state, {"step": step, **clock.summary(step)}
 
 
 def _log(step, pending, writer, bar, clock, host_metrics=None) -> None:
