@@ -109,7 +109,7 @@ class Checkpointer:
                              f"{reason}") from None
         self._set_aside(step, _first_line(err))
         continue
-      self._seal(step, missing_only=True)
+      self._seal(step, unless_sealed=True)
       return state
     return None
 
@@ -229,14 +229,13 @@ class Checkpointer:
     raise StorageError(f"cannot write {what} to {files.as_str(self.directory)}: {reason}; "
                        f"{kept}") from None
 
-  def _seal(self, step: int, *, missing_only: bool = False) -> None:
+  def _seal(self, step: int, *, unless_sealed: bool = False) -> None:
     """Writes the step's checksum manifest (process 0). Best effort: a step without one is
     still restored, so a failure here (e.g. a read-only archive being loaded) only warns."""
-    path = self._path(step) / CHECKSUMS
-    if jax.process_index() != 0 or (missing_only and path.exists()):
+    if jax.process_index() != 0 or (unless_sealed and _recorded(self._path(step))):
       return
     try:
-      files.write_json(path, _manifest(checksums(self._path(step))))
+      files.write_json(self._path(step) / CHECKSUMS, _manifest(checksums(self._path(step))))
     except OSError as err:
       log.warning("no checksums written for checkpoint step %d: %s", step, _first_line(err))
 
@@ -280,20 +279,27 @@ def _digest_of(sums: dict[str, str]) -> str:
   return hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()
 
 
-def _damage(step_dir) -> str:
-  """What differs from the step's manifest ("" if nothing, or if it has no usable one)."""
+def _recorded(step_dir, *, warn: bool = False) -> dict[str, str] | None:
+  """The checksums in the step's manifest; None if it has none, or one that is itself
+  damaged (its own hash differs): then the step is judged by restoring it."""
   try:
     manifest = files.read_json(step_dir / CHECKSUMS)
     sums = manifest["sha256"]
     if manifest["self"] != _digest_of(sums):
       raise ValueError("its own checksum differs")
   except FileNotFoundError:
-    return ""
+    return None
   except (ValueError, KeyError, TypeError) as err:
-    log.warning("%s is damaged (%s); verifying %s by restoring it", step_dir / CHECKSUMS,
-                _first_line(err), step_dir)
-    return ""
-  for name, digest in sums.items():
+    if warn:
+      log.warning("%s is damaged (%s); judging the step by restoring it",
+                  step_dir / CHECKSUMS, _first_line(err))
+    return None
+  return sums
+
+
+def _damage(step_dir) -> str:
+  """Which file of the step differs from its manifest ("" if none, or if no manifest)."""
+  for name, digest in (_recorded(step_dir, warn=True) or {}).items():
     path = step_dir / name
     if not path.exists():
       return f"{name} is missing"
