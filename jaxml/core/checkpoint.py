@@ -29,12 +29,14 @@ tensorstore's own gcs driver; the manifest is read and written through epath too
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import time
 from typing import Any
 
 import jax
@@ -57,6 +59,7 @@ WRITE_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
                           errno.EIO, errno.ENOENT, errno.ESTALE, errno.EFBIG})
 READ_FAULTS = frozenset({errno.EACCES, errno.EPERM, errno.EIO, errno.ESTALE})
 _CHUNK = 1 << 20
+_SETTLE_ROUNDS, _SETTLE_SECONDS = 20, 0.1
 
 
 class Checkpointer:
@@ -69,6 +72,7 @@ class Checkpointer:
     self.directory = files.as_path(workdir) / "checkpoints"
     self.quarantine = files.as_path(workdir) / "checkpoints_corrupt"
     self._in_flight: int | None = None  # the step whose async save is not yet waited for
+    self._fault: StorageError | None = None  # raised once; this Checkpointer saves no more
     _drop_reported_fault_logs()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, enable_async_checkpointing=use_async, create=True,
@@ -180,16 +184,18 @@ class Checkpointer:
 
   def wait(self) -> None:
     """Waits for the save in flight and seals its step with checksums; a storage fault in it
-    raises StorageError."""
-    self._finish()
+    raises StorageError (once: after that, saving raises it again, and waiting and closing
+    do nothing)."""
+    if self._fault is None:
+      self._finish()
 
   def close(self) -> None:
-    """`wait`, then stops Orbax's threads, also when the save failed: a fault must not leave
-    the process waiting on them at exit."""
-    try:
-      self._finish()
-    finally:
-      self._manager.close()
+    """`wait`, then stops Orbax's threads."""
+    if self._fault is None:
+      try:
+        self._finish()
+      finally:
+        self._manager.close()
 
   def reached_preemption(self, step: int) -> bool:
     """True on every host once any host received a preemption notice (multi-host)."""
@@ -199,6 +205,8 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def _finish(self) -> None:
+    if self._fault is not None:
+      raise self._fault
     step, self._in_flight = self._in_flight, None
     try:
       self._manager.wait_until_finished()
@@ -209,25 +217,41 @@ class Checkpointer:
       self._seal(step)
 
   def _raise_storage_fault(self, step: int | None, err: BaseException) -> None:
-    """Removes what the failed save of `step` left and, if storage was at fault, raises the
-    StorageError that says so (else returns, and the caller re-raises `err`)."""
+    """If storage is at fault for the failed save of `step`: stops Orbax's threads (the first
+    failure surfaces while other writes of the step still run), removes what the save left,
+    and raises the StorageError that says so. Else returns, and the caller re-raises."""
     self._in_flight = None
-    if step is not None and jax.process_index() == 0:
-      for path in [self._path(step), *self.directory.glob(f"{step}{ORBAX_TMP}*")]:
-        try:
-          if path.exists():
-            path.rmtree()
-        except OSError:  # a read-only disk keeps it; Orbax deletes it on the next open
-          pass
     reason = storage_fault(err, WRITE_FAULTS)
     if reason is None:
       return
     older = [s for s in self._manager.all_steps() if s != step]
+    with contextlib.suppress(Exception):  # the same fault, again, from the other writes
+      self._manager.close()
+    if step is not None and jax.process_index() == 0:
+      self._remove_failed(step)
     kept = (f"the newest complete checkpoint, step {max(older)}, is intact; fix the storage "
             "and run the same command again to resume") if older else "no checkpoint yet"
     what = f"checkpoint step {step}" if step is not None else "a checkpoint"
-    raise StorageError(f"cannot write {what} to {files.as_str(self.directory)}: {reason}; "
-                       f"{kept}") from None
+    self._fault = StorageError(f"cannot write {what} to {files.as_str(self.directory)}: "
+                               f"{reason}; {kept}")
+    raise self._fault from None
+
+  def _remove_failed(self, step: int) -> None:
+    """Removes what a failed save of `step` wrote. Orbax gives up at the first failed write
+    and does not wait for tensorstore's others, which recreate their directories as they
+    land, so this removes until the directory stays clean for a moment (at most ~2 s; on a
+    read-only disk it cannot, and Orbax deletes the leftovers when it next opens)."""
+    clean = 0
+    for _ in range(_SETTLE_ROUNDS):
+      left = [self._path(step), *self.directory.glob(f"{step}{ORBAX_TMP}*")]
+      left = [path for path in left if path.exists()]
+      clean = 0 if left else clean + 1
+      if clean == 2:
+        return
+      for path in left:
+        with contextlib.suppress(OSError):
+          path.rmtree()
+      time.sleep(_SETTLE_SECONDS)
 
   def _seal(self, step: int, *, unless_sealed: bool = False) -> None:
     """Writes the step's checksum manifest (process 0). Best effort: a step without one is
