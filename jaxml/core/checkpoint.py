@@ -98,37 +98,43 @@ class Checkpointer:
   def restore_latest(self, abstract_state: Any) -> Any | None:
     """The newest readable state (shaped and sharded like `abstract_state`), or None.
 
-    Newer steps that fail their checksums or cannot be read are set aside one by one; a step
-    saved from a differently shaped state raises ConfigError; a permission or device error
-    raises StorageError. Neither of those moves anything."""
+    Newer steps that fail their checksums or cannot be read are set aside one by one; one
+    saved from a state of other shapes raises ConfigError, and a permission or device error
+    StorageError, neither moving anything."""
     for step in sorted(self._manager.all_steps(), reverse=True):
+      damage = self._agreed(lambda step=step: _damage(self._path(step)))
+      if damage:
+        self._set_aside(step, damage)
+        continue
       try:
-        state = self._restore(step, abstract_state)
-      except ConfigError:
-        raise
+        state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
       except Exception as err:  # pylint: disable=broad-except  # any unreadable step
-        reason = storage_fault(err, READ_FAULTS)
-        if reason is not None:
-          raise StorageError(f"cannot read checkpoint {files.as_str(self._path(step))}: "
-                             f"{reason}") from None
+        self._raise_unless_unreadable(step, err, abstract_state)
         self._set_aside(step, _first_line(err))
         continue
       self._seal(step, unless_sealed=True)
       return state
     return None
 
-  def _restore(self, step: int, abstract_state: Any) -> Any:
-    damage = self._agreed(lambda: _damage(self._path(step)))
-    if damage:
-      raise _Damaged(damage)
-    saved = self._manager.item_metadata(step).tree
+  def _raise_unless_unreadable(self, step: int, err: Exception, abstract_state: Any) -> None:
+    """Raises what a failed restore of `step` means when the step is not at fault: a
+    StorageError for a permission or device error, a ConfigError when the step holds a
+    state of other shapes (another config's run). Orbax casts a differing dtype silently
+    and refuses differing shapes or tree paths, so this is asked only after a failure."""
+    path = files.as_str(self._path(step))
+    reason = storage_fault(err, READ_FAULTS)
+    if reason is not None:
+      raise StorageError(f"cannot read checkpoint {path}: {reason}") from None
+    try:
+      saved = self._manager.item_metadata(step).tree
+    except Exception:  # pylint: disable=broad-except  # no readable metadata: damaged
+      return
     differ = difference(saved, abstract_state)
     if differ:
       raise ConfigError(
-          f"checkpoint {files.as_str(self._path(step))} holds a state of another shape than "
-          f"this config's ({differ}): start a new --workdir, or fine-tune from this run "
-          "with --config.init_from=<its workdir>")
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+          f"checkpoint {path} holds a state of another shape than this config's ({differ}): "
+          "start a new --workdir, or fine-tune from this run with "
+          "--config.init_from=<its workdir>") from None
 
   def _agreed(self, probe) -> str:
     """`probe()` run on process 0 (it reads every file of a step once), its verdict shared,
@@ -267,10 +273,6 @@ class Checkpointer:
     return self.directory / str(step)
 
 
-class _Damaged(Exception):
-  """A step whose files are not those its manifest lists."""
-
-
 # ----------------------------------------------------------------------------- checksums
 
 
@@ -385,8 +387,7 @@ def _drop_reported_fault_logs() -> None:
 
 
 def _first_line(err: BaseException) -> str:
-  text = (str(err).strip().splitlines() or [""])[0][:200]
-  return f"{type(err).__name__}: {text}" if not isinstance(err, _Damaged) else text
+  return f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:200]}"
 
 
 # ----------------------------------------------------------------------------- shapes

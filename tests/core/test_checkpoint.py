@@ -26,9 +26,12 @@ def _state(mesh, step):
   return {"w": w, "step": jax.device_put(jnp.int32(step), mesh_lib.replicated(mesh))}
 
 
-def _abstract(mesh, cols=3, dtype=np.float32):
+def _abstract(mesh, cols=3, extra=False):
+  """The state restored into: as saved, or with wider `w`, or with one more array."""
   state = _state(mesh, 0)
-  state["w"] = jax.device_put(np.zeros((8, cols), dtype), mesh_lib.data_sharding(mesh))
+  state["w"] = jax.device_put(np.zeros((8, cols), np.float32), mesh_lib.data_sharding(mesh))
+  if extra:
+    state["extra"] = jax.device_put(np.zeros(2, np.float32), mesh_lib.replicated(mesh))
   return abstract_like(state, jax.tree.map(lambda x: x.sharding, state))
 
 
@@ -181,9 +184,9 @@ def test_only_the_broken_step_is_set_aside_and_saves_go_on(tmp_path, mesh, how, 
 
 def test_a_step_that_restores_is_never_moved(tmp_path, mesh, caplog):
   """Without a manifest (an older jaxml's step), a step lacking Orbax's commit marker and
-  step metadata still restores, so it stays, and is sealed with checksums then."""
+  metadata files still restores, so it stays, and is sealed with checksums then."""
   _save_steps(tmp_path, mesh, [1, 2])
-  for name in (CHECKSUMS, "commit_success.txt", "_CHECKPOINT_METADATA"):
+  for name in (CHECKSUMS, "commit_success.txt", "_CHECKPOINT_METADATA", "default/_METADATA"):
     os.remove(os.path.join(_step_dir(tmp_path, 2), name))
   state, steps = _restore(tmp_path, mesh)
   assert int(state["step"]) == 2 and steps == [1, 2]
@@ -227,15 +230,15 @@ def test_leftover_temp_directories_are_removed_and_never_steps(tmp_path, mesh):
 
 
 @pytest.mark.parametrize("change, saved, here", [
-    ({"cols": 4}, "((8, 3), 'float32') saved", "((8, 4), 'float32') here"),
-    ({"dtype": np.float16}, "((8, 3), 'float32') saved", "((8, 3), 'float16') here")])
+    ({"cols": 4}, "w: ((8, 3), 'float32') saved", "((8, 4), 'float32') here"),
+    ({"extra": True}, "extra: missing saved", "((2,), 'float32') here")])
 def test_a_state_of_another_shape_is_refused_and_nothing_moved(tmp_path, mesh, change, saved,
                                                                  here):
   _save_steps(tmp_path, mesh, [1, 2])
   with pytest.raises(ConfigError) as err:
     _restore(tmp_path, mesh, **change)
   message = str(err.value)
-  assert "\n" not in message and "1 arrays differ, e.g. w: " in message
+  assert "\n" not in message and "1 arrays differ, e.g. " in message
   assert saved in message and here in message and "--config.init_from=" in message
   assert _on_disk(tmp_path) == [1, 2] and not os.path.exists(tmp_path / "checkpoints_corrupt")
 
