@@ -21,7 +21,13 @@ A storage fault while saving (out of space, read-only, vanished directory) raise
 `StorageError` with one line naming the directory and the OS error: at `save` for a fault in
 starting it, at the next `save` or `wait` for one in Orbax's background writer. The failed
 step's temporary directory is removed and the older steps stay as they were. Orbax's own
-multi-line logs of a fault reported that way are dropped.
+multi-line logs of a fault reported that way are dropped. Nothing waits on a fault: step
+directories are made by the calling thread (made asynchronously, Orbax's writer threads
+waited 300 s for a directory a read-only disk never gave), and Orbax's threads are stopped
+before the error is raised, so none is left for the exit to join.
+
+Sealing hashes the step once more, right after it was written (locally from the page cache),
+in `save` for the previous step or in `wait`: a cost of the order of reading the checkpoint.
 
 The workdir may be remote (`gs://...`): Orbax reads and writes epath paths, arrays through
 tensorstore's own gcs driver; the manifest is read and written through epath too.
@@ -170,7 +176,7 @@ class Checkpointer:
     self.quarantine.mkdir(parents=True, exist_ok=True)
     target = self.quarantine / str(step)
     if target.exists():  # the same step was set aside before: keep the newest copy
-      target.rmtree()
+      target.rmtree() if target.is_dir() else target.unlink()
     self._path(step).rename(target)
 
   # ----------------------------------------------------------------------------- save
@@ -201,7 +207,8 @@ class Checkpointer:
       try:
         self._finish()
       finally:
-        self._manager.close()
+        if self._fault is None:  # a fault closed it already
+          self._manager.close()
 
   def reached_preemption(self, step: int) -> bool:
     """True on every host once any host received a preemption notice (multi-host)."""
