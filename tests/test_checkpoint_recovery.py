@@ -10,6 +10,7 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -93,9 +94,12 @@ def _fail_writes(monkeypatch, code, where):
     (errno.ENOENT, "mkdir")])  # the directory vanished
 def test_injected_fault_is_one_line_and_leaves_the_older_step(tmp_path, monkeypatch, caplog,
                                                               code, where):
+  printed = []  # tracebacks Python would print for exceptions raised in Orbax's threads
+  monkeypatch.setattr(sys, "unraisablehook", printed.append)
   err = _save_1_then_2(tmp_path, lambda: _fail_writes(monkeypatch, code, where))
   _assert_fault_reported(err, tmp_path, f"{os.strerror(code)} (errno {code})")
   assert not [r for r in caplog.records if r.exc_info]  # no Orbax traceback flood
+  assert not printed, [str(u.exc_value) for u in printed]
   monkeypatch.undo()
   _assert_step_1_intact_and_saving_works(tmp_path)
 

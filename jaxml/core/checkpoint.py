@@ -21,7 +21,8 @@ A storage fault while saving (out of space, read-only, vanished directory) raise
 `StorageError` with one line naming the directory and the OS error: at `save` for a fault in
 starting it, at the next `save` or `wait` for one in Orbax's background writer. The failed
 step's temporary directory is removed and the older steps stay as they were. Orbax's own
-multi-line logs of a fault reported that way are dropped. Nothing waits on a fault: step
+multi-line logs of a fault reported that way, and the tracebacks its abandoned writes print
+as they land, are dropped. Nothing waits on a fault: step
 directories are made by the calling thread (made asynchronously, Orbax's writer threads
 waited 300 s for a directory a read-only disk never gave), and Orbax's threads are stopped
 before the error is raised, so none is left for the exit to join.
@@ -42,6 +43,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from typing import Any
 
@@ -79,7 +81,7 @@ class Checkpointer:
     self.quarantine = files.as_path(workdir) / "checkpoints_corrupt"
     self._in_flight: int | None = None  # the step whose async save is not yet waited for
     self._fault: StorageError | None = None  # raised once; this Checkpointer saves no more
-    _drop_reported_fault_logs()
+    _drop_fault_noise()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, enable_async_checkpointing=use_async, create=True,
         cleanup_tmp_directories=True,
@@ -389,8 +391,22 @@ class _ReportedFaults(logging.Filter):
 _REPORTED_FAULTS = _ReportedFaults()
 
 
-def _drop_reported_fault_logs() -> None:
+def _drop_fault_noise() -> None:
+  """Installs, once, the log filter above and an unraisable-exception hook that drops the
+  "Event loop is closed" errors which the tensorstore writes Orbax abandoned at a fault
+  raise as they land (Python would print a traceback for each, at any later moment)."""
   logging.getLogger("absl").addFilter(_REPORTED_FAULTS)  # adding it twice keeps one
+  if getattr(sys.unraisablehook, "drops_abandoned_writes", False):
+    return
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+      previous(unraisable)
+
+  hook.drops_abandoned_writes = True
+  sys.unraisablehook = hook
 
 
 def _first_line(err: BaseException) -> str:
