@@ -392,17 +392,18 @@ _REPORTED_FAULTS = _ReportedFaults()
 
 
 def _drop_fault_noise() -> None:
-  """Installs, once, the log filter above and an unraisable-exception hook that drops the
-  "Event loop is closed" errors which the tensorstore writes Orbax abandoned at a fault
-  raise as they land (Python would print a traceback for each, at any later moment)."""
+  """Installs, once, the log filter above and an unraisable-exception hook that drops what
+  the writes Orbax abandoned at a fault raise as they land ("Event loop is closed") or as
+  their coroutines are collected at exit: Python would print a traceback for each."""
   logging.getLogger("absl").addFilter(_REPORTED_FAULTS)  # adding it twice keeps one
   if getattr(sys.unraisablehook, "drops_abandoned_writes", False):
     return
   previous = sys.unraisablehook
 
   def hook(unraisable):
-    error = unraisable.exc_value
-    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+    error, code = unraisable.exc_value, getattr(unraisable.object, "cr_code", None)
+    if not ((isinstance(error, RuntimeError) and str(error) == "Event loop is closed")
+            or (code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename)):
       previous(unraisable)
 
   hook.drops_abandoned_writes = True
