@@ -10,8 +10,8 @@ What a `checkpoints/` directory can hold, and what becomes of it:
   between Orbax's commit and the manifest): restored if it restores, and sealed then.
 - A step directory that is empty or lacks Orbax's `default/` item (a stray `mkdir`, a copy
   that stopped early): set aside when the Checkpointer opens, before Orbax lists it as a step.
-- Orbax's leftovers of a killed save, `<step>.orbax-checkpoint-tmp*`: deleted by Orbax on
-  opening (`cleanup_tmp_directories`); never a step.
+- The leftovers of a killed save, `<step>.orbax-checkpoint-tmp*`: never a step; deleted
+  before the writer's first save.
 
 "Set aside" moves that one step to `checkpoints_corrupt/<step>` with a warning; the newest
 step that verifies and restores is restored. A step whose saved shapes differ from this
@@ -25,7 +25,8 @@ multi-line logs of a fault reported that way, and the tracebacks its abandoned w
 as they land, are dropped. Nothing waits on a fault: step
 directories are made by the calling thread (made asynchronously, Orbax's writer threads
 waited 300 s for a directory a read-only disk never gave), and Orbax's threads are stopped
-before the error is raised, so none is left for the exit to join.
+before the error is raised, so none is left for the exit to join. A temporary directory
+that a read-only disk keeps is deleted before the next run's first save.
 
 Sealing hashes the step once more, right after it was written (locally from the page cache),
 in `save` for the previous step or in `wait`: a cost of the order of reading the checkpoint.
@@ -81,10 +82,10 @@ class Checkpointer:
     self.quarantine = files.as_path(workdir) / "checkpoints_corrupt"
     self._in_flight: int | None = None  # the step whose async save is not yet waited for
     self._fault: StorageError | None = None  # raised once; this Checkpointer saves no more
+    self._saved_before = False
     _drop_fault_noise()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, enable_async_checkpointing=use_async, create=True,
-        cleanup_tmp_directories=True,
         # Made by the caller's thread, so a read-only or full disk raises in `save`; made
         # asynchronously, Orbax's writer threads wait 300 s for a directory that never comes.
         async_options=ocp.AsyncOptions(create_directories_asynchronously=False))
@@ -156,8 +157,11 @@ class Checkpointer:
   # ----------------------------------------------------------------------------- set aside
 
   def _set_aside_incomplete(self) -> None:
-    """Moves aside every step directory Orbax would list as a step but could not read."""
-    if jax.process_index() == 0 and self.directory.is_dir():
+    """Moves aside every step directory Orbax would list as a step but could not read. Only
+    local ones: in an object store Orbax lists only steps with its commit marker, and a
+    step without it may be a live run's save in flight."""
+    local = not files.is_remote(self.directory)
+    if local and jax.process_index() == 0 and self.directory.is_dir():
       for path in sorted(self.directory.iterdir()):
         reason = _incomplete(path) if path.name.isdigit() else None
         if reason:
@@ -189,6 +193,9 @@ class Checkpointer:
     self._finish()
     if step in self._manager.all_steps():
       return
+    if not self._saved_before and jax.process_index() == 0:
+      self._remove_leftovers()
+    self._saved_before = True
     self._in_flight = step
     try:
       self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
@@ -251,11 +258,19 @@ class Checkpointer:
                                f"{reason}; {kept}")
     raise self._fault from None
 
+  def _remove_leftovers(self) -> None:
+    """Deletes the temporary directories of saves killed mid-way, before this writer's first
+    save. (Not on opening, as Orbax's `cleanup_tmp_directories` would: a reader such as
+    `jaxml.trained.load` opening a live run's directory would delete its save in flight.)"""
+    for path in self.directory.glob(f"*{ORBAX_TMP}*"):
+      with contextlib.suppress(OSError):  # Orbax never lists them as steps
+        path.rmtree()
+
   def _remove_failed(self, step: int) -> None:
     """Removes what a failed save of `step` wrote. Orbax gives up at the first failed write
     and does not wait for tensorstore's others, which recreate their directories as they
     land, so this removes until the directory stays clean for a moment (at most ~2 s; on a
-    read-only disk it cannot, and Orbax deletes the leftovers when it next opens)."""
+    read-only disk it cannot, and the next writer deletes them)."""
     clean = 0
     for _ in range(_SETTLE_ROUNDS):
       left = [self._path(step), *self.directory.glob(f"{step}{ORBAX_TMP}*")]
