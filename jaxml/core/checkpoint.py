@@ -5,7 +5,8 @@ What a `checkpoints/` directory can hold, and what becomes of it:
 
 - A committed step sealed with `jaxml-checksums.json` (the sha256 of each of its files,
   written by process 0 once Orbax has finalized the step): verified before it is restored,
-  because Orbax loads a flipped bit in array data silently.
+  because Orbax loads a flipped bit in array data silently. Local directories only: an
+  object store keeps checksums of its objects itself.
 - A committed step without that manifest (saved by an older jaxml, or the process was killed
   between Orbax's commit and the manifest): restored if it restores, and sealed then.
 - A step directory that is empty or lacks Orbax's `default/` item (a stray `mkdir`, a copy
@@ -32,7 +33,7 @@ Sealing hashes the step once more, right after it was written (locally from the 
 in `save` for the previous step or in `wait`: a cost of the order of reading the checkpoint.
 
 The workdir may be remote (`gs://...`): Orbax reads and writes epath paths, arrays through
-tensorstore's own gcs driver; the manifest is read and written through epath too.
+tensorstore's own gcs driver.
 """
 
 from __future__ import annotations
@@ -284,13 +285,15 @@ class Checkpointer:
       time.sleep(_SETTLE_SECONDS)
 
   def _seal(self, step: int, *, unless_sealed: bool = False) -> None:
-    """Writes the step's checksum manifest (process 0). Best effort: a step without one is
-    still restored, so a failure here (e.g. a read-only archive being loaded) only warns."""
-    if jax.process_index() != 0 or (unless_sealed and _recorded(self._path(step))):
+    """Writes the step's checksum manifest (process 0, local directories: an object store
+    keeps checksums of its objects itself). Best effort: a step without one is still
+    restored, so a failure here (e.g. a read-only archive being loaded) only warns."""
+    if (jax.process_index() != 0 or files.is_remote(self.directory)
+        or (unless_sealed and _recorded(self._path(step)))):
       return
     try:
       files.write_json(self._path(step) / CHECKSUMS, _manifest(checksums(self._path(step))))
-    except OSError as err:
+    except Exception as err:  # pylint: disable=broad-except  # each storage backend its own
       log.warning("no checksums written for checkpoint step %d: %s", step, _first_line(err))
 
   def _path(self, step: int):
