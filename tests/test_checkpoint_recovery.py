@@ -15,10 +15,11 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from etils import epath
 
-from jaxml.core.checkpoint import CHECKSUMS, Checkpointer, checksums
+from jaxml.core.checkpoint import CHECKSUMS, Checkpointer, checksums, storage_fault
 from jaxml.errors import StorageError
 
 N = 4096  # floats per state: 16 KiB of random data, which does not compress
@@ -102,6 +103,43 @@ def test_injected_fault_is_one_line_and_leaves_the_older_step(tmp_path, monkeypa
   assert not printed, [str(u.exc_value) for u in printed]
   monkeypatch.undo()
   _assert_step_1_intact_and_saving_works(tmp_path)
+
+
+def _raised_from(cause):
+  try:
+    try:
+      raise cause
+    except Exception as err:
+      raise RuntimeError("Save Finalize thread failed") from err
+  except RuntimeError as err:
+    return err
+
+
+def test_the_os_error_is_found_behind_orbax_and_tensorstore_wrappers():
+  tensorstore = ValueError('RESOURCE_EXHAUSTED: Error writing "w/0" in OCDBT database: Failed '
+                           "writing: No space left on device [os_error_code='28']")
+  assert storage_fault(_raised_from(tensorstore)) == "No space left on device (errno 28)"
+  assert storage_fault(_raised_from(PermissionError(errno.EACCES, "denied"))) == \
+      "Permission denied (errno 13)"
+  assert storage_fault(_raised_from(ValueError("Requested shape: (8, 4) is not..."))) is None
+  assert storage_fault(FileNotFoundError(errno.ENOENT, "gone"), {errno.EIO}) is None
+
+
+def test_a_step_that_cannot_be_read_for_permission_is_not_set_aside(tmp_path, monkeypatch):
+  checkpointer = Checkpointer(str(tmp_path), use_async=False)
+  checkpointer.save(1, _state(1))
+  checkpointer.close()
+
+  def denied(*args, **kwargs):
+    raise PermissionError(errno.EACCES, "Permission denied", "checkpoints/1/default")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "restore", denied)
+  checkpointer = Checkpointer(str(tmp_path))
+  with pytest.raises(StorageError, match=r"cannot read checkpoint .*checkpoints/1: "
+                                         r"Permission denied \(errno 13\)$"):
+    checkpointer.restore_latest(_abstract())
+  checkpointer.close()
+  assert _listing(tmp_path) == ["1"] and not os.path.exists(tmp_path / "checkpoints_corrupt")
 
 
 @pytest.fixture
