@@ -1,4 +1,4 @@
-"""Exact resume: kill -9 at a random step, SIGTERM, and a corrupt latest checkpoint.
+"""Exact resume: kill -9 at a random step, SIGTERM, and broken newest checkpoints.
 
 All three restarted runs must end with exactly (bit for bit) the state of one run that was
 never interrupted, because the data order and the keys are pure functions of (seed, step).
@@ -59,18 +59,33 @@ def test_sigterm_checkpoints_and_exits_0_then_resumes(reference, tmp_path):
   assert_same_arrays(reference, restore_arrays(tmp_path, 1500))
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_previous(reference, tmp_path):
-  first = run_launcher(CONFIG, tmp_path, *RUN, "--config.num_steps=1500")
+def _flip_one_bit(step_dir):
+  """One bit in the middle of the step's largest array-data file: Orbax alone loads it."""
+  root = os.path.join(step_dir, "default", "d")
+  path = max((os.path.join(root, f) for f in os.listdir(root)), key=os.path.getsize)
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)[0]
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte ^ 0x01]))
+
+
+def test_broken_newest_steps_are_set_aside_alone_and_the_run_ends_bit_identical(reference,
+                                                                                 tmp_path):
+  first = run_launcher(CONFIG, tmp_path, *RUN)
   assert first.returncode == 0, first.stderr[-3000:]
   assert checkpoint_steps(tmp_path)[-2:] == [1400, 1500]
-  for root, _, files in os.walk(tmp_path / "checkpoints" / "1500"):
-    for name in files:
-      with open(os.path.join(root, name), "wb") as f:
-        f.write(b"\x00garbage")
+  checkpoints = tmp_path / "checkpoints"
+  _flip_one_bit(checkpoints / "1500")
+  os.mkdir(checkpoints / "1600")  # an empty newer step
+  os.mkdir(checkpoints / "1700.orbax-checkpoint-tmp")  # what a killed save leaves
   again = run_launcher(CONFIG, tmp_path, *RUN)
   assert again.returncode == 0, again.stderr[-3000:]
-  assert "checkpoint at step 1500 is unreadable" in again.stderr
-  assert os.path.isdir(tmp_path / "checkpoints_corrupt" / "1500")
+  assert "checkpoint at step 1600 is unreadable (empty directory)" in again.stderr
+  assert "checkpoint at step 1500 is unreadable (default/d/" in again.stderr
+  assert "differs from its checksum)" in again.stderr
+  assert sorted(os.listdir(tmp_path / "checkpoints_corrupt")) == ["1500", "1600"]
+  assert sorted(os.listdir(checkpoints)) == ["1300", "1400", "1500"]  # 1400 kept, 1500 redone
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert max(r["step"] for r in rows if "train/loss" in r) == 1500  # steps 1401.. re-run
   assert_same_arrays(reference, restore_arrays(tmp_path, 1500))
