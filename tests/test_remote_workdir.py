@@ -7,9 +7,11 @@ The fake is `gcp-storage-emulator`, serving on 127.0.0.1 only; every client is p
 and away from Google's metadata server, so nothing leaves this machine.
 """
 
+import functools
 import json
 import socket
 import subprocess
+from http import HTTPStatus
 
 import pytest
 
@@ -20,6 +22,7 @@ emulator = pytest.importorskip(
     reason="gcp-storage-emulator is not installed (pip install -e '.[test]'), so there is no "
            "fake GCS to run a gs:// workdir against")
 gcsfs_core = pytest.importorskip("gcsfs.core", reason="gcsfs (the gcs extra) is not installed")
+emulator_objects = pytest.importorskip("gcp_storage_emulator.handlers.objects")
 
 BUCKET = "jaxml-test"
 
@@ -30,10 +33,46 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _download_with_generation(download):
+  """The emulator's object download, answering with the object's generation as GCS does.
+
+  Works around a gcp-storage-emulator bug: its downloads (`?alt=media`, whole or ranged)
+  send no `x-goog-generation` header. Tensorstore's gcs driver takes a read's generation
+  from that header alone, 0 when it is absent, and rejects generation 0 as a condition
+  ("Malformed StorageGeneration"). OCDBT writes its manifest, then re-reads it with
+  `ifGenerationNotMatch=<the generation the write returned>`; the emulator ignores that
+  condition and answers 200 (GCS: 304) with no header, so the manifest is cached at
+  generation 0 and OCDBT's next conditional manifest write fails. Whether such a re-read
+  falls between two manifest writes depends on timing: a checkpoint save failed about
+  1 run in 3.
+  """
+  @functools.wraps(download)
+  def handler(request, response, storage, *args, **kwargs):
+    download(request, response, storage, *args, **kwargs)
+    if response.status in (HTTPStatus.OK, HTTPStatus.PARTIAL_CONTENT):
+      obj = storage.get_file_obj(request.params["bucket_name"], request.params["object_id"])
+      response["x-goog-generation"] = obj["generation"]
+      response["x-goog-metageneration"] = obj["metageneration"]
+  return handler
+
+
 @pytest.fixture(scope="module")
 def fake_gcs(tmp_path_factory):
+  download = _download_with_generation(emulator_objects.download)
+  with pytest.MonkeyPatch.context() as mp:
+    # objects.get looks `download` up in its module for `?alt=media`; the routing table
+    # holds the original function itself for the /download/... and public-URL routes.
+    mp.setattr(emulator_objects, "download", download)
+    for _, handlers in emulator.HANDLERS:
+      for method, handler in list(handlers.items()):
+        if handler is download.__wrapped__:
+          mp.setitem(handlers, method, download)
+    yield from _serve_fake_gcs(tmp_path_factory)
+
+
+def _serve_fake_gcs(tmp_path_factory):
   port = _free_port()
-  # On disk: the in-memory store's object generations are ones tensorstore cannot parse.
+  # On disk, in a fresh directory of pytest's.
   server = emulator.create_server("127.0.0.1", port, default_bucket=BUCKET,
                                   data_dir=str(tmp_path_factory.mktemp("gcs")))
   server.start()
