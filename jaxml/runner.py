@@ -155,18 +155,13 @@ class Progress:
     stop.workdir = workdir
 
 
-# errnos that say the storage failed, not the program: out of space or quota, read-only,
-# no permission, an I/O error. ENOENT counts only for a path in the workdir (it vanished).
-STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                  errno.EIO)
-
-
 def storage_error(err: OSError, workdir: str) -> StorageError | None:
   """`err` as a one-line StorageError naming the path, or None if it is not a storage fault."""
   path = os.fspath(err.filename) if err.filename is not None else None
   in_workdir = path is not None and not files.is_remote(workdir) and (
       os.path.abspath(path) + os.sep).startswith(files.as_str(workdir) + os.sep)
-  if err.errno not in STORAGE_ERRNOS and not (err.errno == errno.ENOENT and in_workdir):
+  # ENOENT counts only for a path in the workdir: the workdir vanished under the run.
+  if err.errno not in files.STORAGE_ERRNOS and not (err.errno == errno.ENOENT and in_workdir):
     return None
   return StorageError(f"{path or files.as_str(workdir)}: {err.strerror or err}; the newest "
                       "complete checkpoint is kept: fix the storage, then run the same command "

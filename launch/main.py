@@ -111,7 +111,7 @@ def train() -> None:
   std_logging.getLogger("absl").setLevel(std_logging.CRITICAL)
   # Imports after flag parsing so `--help` and bad flags answer without loading JAX.
   import jax  # pylint: disable=import-outside-toplevel
-  from jaxml import errors, runner  # pylint: disable=import-outside-toplevel
+  from jaxml import runner  # pylint: disable=import-outside-toplevel
   from jaxml.core.preemption import Interrupted  # pylint: disable=import-outside-toplevel
 
   try:

@@ -19,7 +19,8 @@ import orbax.checkpoint as ocp
 import pytest
 from etils import epath
 
-from jaxml.core.checkpoint import CHECKSUMS, Checkpointer, checksums, storage_fault
+from jaxml.core.checkpoint import CHECKSUMS, Checkpointer, checksums
+from jaxml.core.files import storage_fault
 from jaxml.errors import StorageError
 
 N = 4096  # floats per state: 16 KiB of random data, which does not compress

@@ -44,7 +44,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import sys
 import time
 from typing import Any
@@ -65,8 +64,7 @@ ORBAX_TMP = ".orbax-checkpoint-tmp"
 # OS errors that mean the storage failed, not the data: writing, a full or read-only disk or
 # a directory removed under the writer; reading, no permission or a failing device. (A file
 # missing from a step on read is damage to that step, not a storage fault.)
-WRITE_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                          errno.EIO, errno.ENOENT, errno.ESTALE, errno.EFBIG})
+WRITE_FAULTS = files.STORAGE_ERRNOS | {errno.ENOENT}
 READ_FAULTS = frozenset({errno.EACCES, errno.EPERM, errno.EIO, errno.ESTALE})
 _CHUNK = 1 << 20
 _SETTLE_ROUNDS, _SETTLE_SECONDS = 20, 0.1
@@ -97,7 +95,7 @@ class Checkpointer:
       self._manager = ocp.CheckpointManager(
           self.directory, item_handlers=ocp.StandardCheckpointHandler(), options=options)
     except Exception as err:  # pylint: disable=broad-except
-      reason = storage_fault(err, WRITE_FAULTS)
+      reason = files.storage_fault(err, WRITE_FAULTS)
       if reason is None:
         raise
       raise StorageError(f"cannot open the checkpoint directory {files.as_str(self.directory)}"
@@ -132,7 +130,7 @@ class Checkpointer:
     state of other shapes (another config's run). Orbax casts a differing dtype silently
     and refuses differing shapes or tree paths, so this is asked only after a failure."""
     path = files.as_str(self._path(step))
-    reason = storage_fault(err, READ_FAULTS)
+    reason = files.storage_fault(err, READ_FAULTS)
     if reason is not None:
       raise StorageError(f"cannot read checkpoint {path}: {reason}") from None
     try:
@@ -237,14 +235,14 @@ class Checkpointer:
       self._raise_storage_fault(step, err)
       raise
     if step is not None and step in self._manager.all_steps():
-      self._seal(step)
+      self._seal(step, saving=True)
 
   def _raise_storage_fault(self, step: int | None, err: BaseException) -> None:
     """If storage is at fault for the failed save of `step`: stops Orbax's threads (the first
     failure surfaces while other writes of the step still run), removes what the save left,
     and raises the StorageError that says so. Else returns, and the caller re-raises."""
     self._in_flight = None
-    reason = storage_fault(err, WRITE_FAULTS)
+    reason = files.storage_fault(err, WRITE_FAULTS)
     if reason is None:
       return
     older = [s for s in self._manager.all_steps() if s != step]
@@ -284,17 +282,29 @@ class Checkpointer:
           path.rmtree()
       time.sleep(_SETTLE_SECONDS)
 
-  def _seal(self, step: int, *, unless_sealed: bool = False) -> None:
+  def _seal(self, step: int, *, unless_sealed: bool = False, saving: bool = False) -> None:
     """Writes the step's checksum manifest (process 0, local directories: an object store
-    keeps checksums of its objects itself). Best effort: a step without one is still
-    restored, so a failure here (e.g. a read-only archive being loaded) only warns."""
+    keeps checksums of its objects itself). A step without one is still restored, so a
+    failure here only warns (e.g. a read-only archive being loaded) -- except a storage
+    fault while `saving`, which ends the run's saving as any other (one StorageError line;
+    the step itself is complete)."""
     if (jax.process_index() != 0 or files.is_remote(self.directory)
         or (unless_sealed and _recorded(self._path(step)))):
       return
     try:
       files.write_json(self._path(step) / CHECKSUMS, _manifest(checksums(self._path(step))))
     except Exception as err:  # pylint: disable=broad-except  # each storage backend its own
-      log.warning("no checksums written for checkpoint step %d: %s", step, _first_line(err))
+      reason = files.storage_fault(err, WRITE_FAULTS) if saving else None
+      if reason is None:
+        log.warning("no checksums written for checkpoint step %d: %s", step, _first_line(err))
+        return
+      with contextlib.suppress(Exception):
+        self._manager.close()
+      self._fault = StorageError(
+          f"cannot write the checksums of checkpoint step {step} to "
+          f"{files.as_str(self.directory)}: {reason}; the step itself is complete: fix the "
+          "storage and run the same command again to resume")
+      raise self._fault from None
 
   def _path(self, step: int):
     return self.directory / str(step)
@@ -376,26 +386,6 @@ def _incomplete(path) -> str:
 # ----------------------------------------------------------------------------- storage faults
 
 
-def storage_fault(err: BaseException, errnos=WRITE_FAULTS) -> str | None:
-  """"No space left on device (errno 28)" when an OS error with one of `errnos` is behind
-  `err` (found along its __cause__/__context__ chain), else None. Orbax raises its own file
-  writes' OSError, and tensorstore's failures as ValueError whose text carries the errno
-  (`[os_error_code='28']`), each wrapped by whatever its background thread raised."""
-  seen = set()
-  while err is not None and id(err) not in seen:
-    seen.add(id(err))
-    code = err.errno if isinstance(err, OSError) else _tensorstore_errno(str(err))
-    if code in errnos:
-      return f"{os.strerror(code)} (errno {code})"
-    err = err.__cause__ or err.__context__
-  return None
-
-
-def _tensorstore_errno(text: str) -> int | None:
-  match = re.search(r"os_error_code='?(\d+)", text)
-  return int(match.group(1)) if match else None
-
-
 class _ReportedFaults(logging.Filter):
   """Drops Orbax's logged tracebacks of a storage fault (dozens of lines from each of its
   threads): the Checkpointer raises that fault as one StorageError line instead."""
@@ -403,7 +393,7 @@ class _ReportedFaults(logging.Filter):
   def filter(self, record: logging.LogRecord) -> bool:
     error = record.exc_info[1] if record.exc_info else None
     return not (error is not None and f"{os.sep}orbax{os.sep}" in record.pathname
-                and storage_fault(error) is not None)
+                and files.storage_fault(error) is not None)
 
 
 _REPORTED_FAULTS = _ReportedFaults()

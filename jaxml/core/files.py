@@ -12,10 +12,12 @@ Object stores cannot append: a remote jsonl file is rewritten whole on each appe
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
 import os
+import re
 import shutil
 import uuid
 from typing import Any
@@ -355,3 +357,31 @@ def build_once(target, build: Callable[[str], Any], *, marker: str | None = MANI
     raise
   _fsync_directory(parent)
   return True
+
+
+# ----------------------------------------------------------------------------- storage faults
+
+# OS errors that say the storage failed, not the program or the data: out of space or quota,
+# read-only, no permission, a failing device or a stale network mount, a file too large.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                            errno.EIO, errno.ESTALE, errno.EFBIG})
+
+
+def storage_fault(err: BaseException, errnos=STORAGE_ERRNOS) -> str | None:
+  """"No space left on device (errno 28)" when an OS error with one of `errnos` is behind
+  `err` (found along its __cause__/__context__ chain), else None. Orbax raises its own file
+  writes' OSError, and tensorstore's failures as ValueError whose text carries the errno
+  (`[os_error_code='28']`), each wrapped by whatever its background thread raised."""
+  seen = set()
+  while err is not None and id(err) not in seen:
+    seen.add(id(err))
+    code = err.errno if isinstance(err, OSError) else _tensorstore_errno(str(err))
+    if code in errnos:
+      return f"{os.strerror(code)} (errno {code})"
+    err = err.__cause__ or err.__context__
+  return None
+
+
+def _tensorstore_errno(text: str) -> int | None:
+  match = re.search(r"os_error_code='?(\d+)", text)
+  return int(match.group(1)) if match else None
