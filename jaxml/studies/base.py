@@ -8,7 +8,7 @@ run by `run_study`, through the runner and so the launcher:
   workdir/config.json             the resolved config
   workdir/metrics.jsonl + events  the summary's numbers, one row at step = rows measured
   workdir/results.jsonl           the study's rows (jaxml/studies/results.py), resumable
-  workdir/artifacts/summary.json  the summary, with "headline", "step", "preempted": False
+  workdir/artifacts/summary.json  the summary, with "headline", "step", "completed": True
   workdir/artifacts/metrics.png   and the study's own tables and plots next to it
 """
 
@@ -79,7 +79,8 @@ def run_study(config, workdir: str) -> dict:
     writer.write(step, scalars)
   finally:
     writer.close()
-  summary.update(study=config.study, headline=list(study.headline), preempted=False,
+  summary.update(study=config.study, headline=list(study.headline), completed=True,
+                 preempted=False,
                  outputs=", ".join(COMMON_OUTPUTS + study.outputs))
   if is_chief:
     # metrics.png as for a training run: curves of what was logged at two or more steps (a

@@ -25,7 +25,9 @@ def run_once(config, workdir: str) -> dict:
   workdir_lib.check_same_config(workdir, config)
   try:
     summary = files.read_json(os.path.join(workdir, "artifacts", "summary.json"))
-    if not summary.get("preempted") and summary.get("step", 0) >= config.get("num_steps", 0):
+    # `completed` since a signal stops a run in any phase; older summaries say `preempted`.
+    finished = summary.get("completed", not summary.get("preempted"))
+    if finished and summary.get("step", 0) >= config.get("num_steps", 0):
       return summary
   except FileNotFoundError:
     pass
