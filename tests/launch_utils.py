@@ -93,3 +93,15 @@ def assert_same_arrays(a: dict, b: dict, exact: bool = True, rtol: float = 1e-5,
       np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     else:
       np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=atol, err_msg=key)
+
+
+def flip_one_bit(step_dir, mask: int = 0x01) -> None:
+  """Flips one bit in the middle of a checkpoint step's largest array-data file: damage that
+  Orbax alone would load without noticing."""
+  root = os.path.join(step_dir, "default", "d")
+  path = max((os.path.join(root, f) for f in os.listdir(root)), key=os.path.getsize)
+  with open(path, "r+b") as f:
+    f.seek(os.path.getsize(path) // 2)
+    byte = f.read(1)[0]
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte ^ mask]))

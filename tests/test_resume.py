@@ -11,8 +11,8 @@ import signal
 
 import pytest
 
-from tests.launch_utils import (assert_same_arrays, checkpoint_steps, restore_arrays,
-                                run_launcher, start_launcher, wait_for_step)
+from tests.launch_utils import (assert_same_arrays, checkpoint_steps, flip_one_bit,
+                                restore_arrays, run_launcher, start_launcher, wait_for_step)
 
 CONFIG = "experiments/classifier.py:smoke"
 # Long enough to interrupt mid-run; checkpoints often enough that resuming repeats steps.
@@ -59,24 +59,13 @@ def test_sigterm_checkpoints_and_exits_0_then_resumes(reference, tmp_path):
   assert_same_arrays(reference, restore_arrays(tmp_path, 1500))
 
 
-def _flip_one_bit(step_dir):
-  """One bit in the middle of the step's largest array-data file: Orbax alone loads it."""
-  root = os.path.join(step_dir, "default", "d")
-  path = max((os.path.join(root, f) for f in os.listdir(root)), key=os.path.getsize)
-  with open(path, "r+b") as f:
-    f.seek(os.path.getsize(path) // 2)
-    byte = f.read(1)[0]
-    f.seek(-1, os.SEEK_CUR)
-    f.write(bytes([byte ^ 0x01]))
-
-
 def test_broken_newest_steps_are_set_aside_alone_and_the_run_ends_bit_identical(reference,
                                                                                  tmp_path):
   first = run_launcher(CONFIG, tmp_path, *RUN)
   assert first.returncode == 0, first.stderr[-3000:]
   assert checkpoint_steps(tmp_path)[-2:] == [1400, 1500]
   checkpoints = tmp_path / "checkpoints"
-  _flip_one_bit(checkpoints / "1500")
+  flip_one_bit(checkpoints / "1500")
   os.mkdir(checkpoints / "1600")  # an empty newer step
   os.mkdir(checkpoints / "1700.orbax-checkpoint-tmp")  # what a killed save leaves
   again = run_launcher(CONFIG, tmp_path, *RUN)

@@ -13,6 +13,7 @@ import pytest
 from jaxml.core import mesh as mesh_lib
 from jaxml.core.checkpoint import CHECKSUMS, Checkpointer, abstract_like, checksums
 from jaxml.errors import ConfigError
+from tests.launch_utils import flip_one_bit
 
 
 @pytest.fixture(scope="module")
@@ -128,17 +129,6 @@ def _step_dir(workdir, step):
   return os.path.join(workdir, "checkpoints", str(step))
 
 
-def _flip_one_bit(workdir, step):
-  """One bit in the middle of the step's largest array-data file."""
-  root = os.path.join(_step_dir(workdir, step), "default", "d")
-  path = max((os.path.join(root, f) for f in os.listdir(root)), key=os.path.getsize)
-  with open(path, "r+b") as f:
-    f.seek(os.path.getsize(path) // 2)
-    byte = f.read(1)[0]
-    f.seek(-1, os.SEEK_CUR)
-    f.write(bytes([byte ^ 0x04]))
-
-
 def _damage(workdir, how):
   """Damages step 3 (or adds a broken step 4) of a workdir holding steps 1-3."""
   step3 = _step_dir(workdir, 3)
@@ -154,7 +144,7 @@ def _damage(workdir, how):
   elif how == "metadata missing":
     os.remove(os.path.join(step3, "default", "_METADATA"))
   elif how == "one bit flipped":
-    _flip_one_bit(workdir, 3)
+    flip_one_bit(_step_dir(workdir, 3), 0x04)
   return 4 if "newer" in how else 3
 
 
