@@ -33,6 +33,10 @@ from jaxml.errors import ConfigError
 # and the device count (the DP batch padding depends on it) are the run.
 RESUMABLE = ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
              "progress", "nonfinite", "eval_batch_size", "data.prefetch", "linear_probe")
+# A key the run's config.json lacks (added to jaxml since the run began) may appear with one of
+# these values: the "off" setting of a new option (`data.classes = ()`: every class) changes
+# nothing the run did, so the run stays resumable across the upgrade.
+OFF = (None, False, "", [], {})
 _SHOWN = 3  # differing keys spelled out in the refusal; the rest are counted
 _ABSENT = object()
 
@@ -48,7 +52,8 @@ def write_config(workdir: str, config) -> None:
 
 def check_same_config(workdir: str, config) -> None:
   """Raises a one-line ConfigError if `workdir/config.json` records a run of a config that
-  differs from `config` outside RESUMABLE; a workdir without one is new, and passes."""
+  differs from `config` outside RESUMABLE (a key it lacks, now OFF, is no difference); a
+  workdir without one is new, and passes."""
   path = os.path.join(workdir, "config.json")
   try:
     old = files.read_json(path)
@@ -57,7 +62,8 @@ def check_same_config(workdir: str, config) -> None:
   except ValueError as err:  # edited by hand: not the run's record any more
     raise ConfigError(f"{files.as_str(path)} is not JSON ({err}); restore it, or delete it to "
                       "resume with the config given") from None
-  changed = [c for c in config_changes(old, config_json(config)) if not resumable(c[0])]
+  changed = [(key, a, b) for key, a, b in config_changes(old, config_json(config))
+             if not resumable(key) and not (a is _ABSENT and b in OFF)]
   if changed:
     shown = ", ".join(f"{key} {_show(a)}→{_show(b)}" for key, a, b in changed[:_SHOWN])
     more = f" and {len(changed) - _SHOWN} more" if len(changed) > _SHOWN else ""

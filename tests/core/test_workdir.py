@@ -64,3 +64,12 @@ def test_a_config_json_edited_into_garbage_is_one_line(tmp_path):
   (tmp_path / "config.json").write_text("{not json")
   with pytest.raises(ConfigError, match="config.json is not JSON .*delete it to resume"):
     workdir.check_same_config(str(tmp_path), _config())
+
+
+def test_a_key_added_since_the_run_began_is_no_change_when_off(tmp_path):
+  old = _config()
+  del old.data["classes"]  # a config.json written before `data.classes` existed
+  workdir.write_config(str(tmp_path), old)
+  workdir.check_same_config(str(tmp_path), _config(data={"classes": ()}))  # () = every class
+  with pytest.raises(ConfigError, match=r"data\.classes \(absent\)→\[3, 5\]"):
+    workdir.check_same_config(str(tmp_path), _config(data={"classes": (3, 5)}))
