@@ -13,6 +13,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import tempfile
 
 import pytest
@@ -135,11 +136,19 @@ def test_real_disk_full_exits_3_in_one_line_and_the_rerun_with_space_resumes(
   assert rows[-1]["step"] == NUM_STEPS
 
 
+AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
 @pytest.fixture
 def nobody_home():
   """A directory of user `nobody`, outside pytest's tmp root (which only root may enter)."""
   if os.geteuid() != 0 or not shutil.which("setpriv"):
     pytest.skip("needs root, to run the launcher as another user whose workdir turns unwritable")
+  as_nobody = subprocess.run([*AS_NOBODY, sys.executable, "-c", "import absl, jax, orbax"],
+                             capture_output=True, text=True, check=False)
+  if as_nobody.returncode != 0:  # e.g. a virtualenv inside a directory only root may enter
+    pytest.skip("user nobody cannot import this Python environment: "
+                f"{(as_nobody.stderr.strip().splitlines() or ['?'])[-1]}")
   home = pathlib.Path(tempfile.mkdtemp(prefix="jaxml-nobody-"))
   home.chmod(0o755)
   os.chown(home, 65534, 65534)
@@ -154,9 +163,9 @@ def test_workdir_turning_unwritable_exits_3_in_one_line_and_the_rerun_resumes(
   env = {**launcher_env(), "HOME": str(home), "MPLCONFIGDIR": str(home),
          "JAX_COMPILATION_CACHE_DIR": str(home / "xla-cache")}
   proc = subprocess.Popen(
-      ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-       *launch_cmd(CONFIG, workdir, *RUN)], cwd=os.path.dirname(os.path.dirname(__file__)),
-      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      [*AS_NOBODY, *launch_cmd(CONFIG, workdir, *RUN)],
+      cwd=os.path.dirname(os.path.dirname(__file__)), env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
   wait_for_step(proc, workdir, 150)
   for root, dirs, names in os.walk(workdir):
     for name in [*dirs, *names, "."]:
