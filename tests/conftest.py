@@ -7,8 +7,13 @@ so the same programs are not compiled again and again (it cuts a launcher run ~2
 import os
 import tempfile
 
+# The 8 devices' threads meet at every collective; XLA aborts the process when one is 40 s late
+# (its CPU default), which two test workers and their launchers on 2 cores can make happen.
+# The launcher subprocesses inherit these flags.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    " --xla_cpu_collective_call_terminate_timeout_seconds=900"
+    " --xla_cpu_collective_call_warn_stuck_timeout_seconds=600"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
