@@ -15,7 +15,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 LAYERS = {
     "errors": 0, "cli": 0, "core": 0,
     "data": 1,
-    "models": 2, "losses": 2, "privacy": 2, "envs": 2, "evaluators": 2,
+    "models": 2, "losses": 2, "privacy": 2, "envs": 2, "evaluators": 2, "fairness": 2,
     "algos": 3,
     "training": 4,  # the loop, the jitted-steps bundle, split evaluation
     "runner": 5, "trained": 5, "studies": 5,
