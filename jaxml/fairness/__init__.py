@@ -8,8 +8,9 @@ confidence intervals.
 """
 
 from jaxml.fairness.roc import GroupRoc, roc_curves, upper_hull
+from jaxml.fairness.metrics import bootstrap, group_metrics
 from jaxml.fairness.solve import CONSTRAINTS
 from jaxml.fairness.thresholds import DerivedPredictor, fit_thresholds
 
-__all__ = ["CONSTRAINTS", "DerivedPredictor", "GroupRoc", "fit_thresholds", "roc_curves",
-           "upper_hull"]
+__all__ = ["CONSTRAINTS", "DerivedPredictor", "GroupRoc", "bootstrap", "fit_thresholds",
+           "group_metrics", "roc_curves", "upper_hull"]
