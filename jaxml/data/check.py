@@ -12,7 +12,8 @@ What is checked, per split and field:
 - each array has the declared dtype and per-example shape, and as many examples as the split;
 - float fields hold only finite values (the message gives the first bad example's index);
 - a classification target lies in [0, num_classes), and any field with `categories` in
-  [0, len(categories)).
+  [0, len(categories));
+- the task's example weights (`Task.weight`) are >= 0.
 
 How much is checked depends on where the examples live. An in-memory `ArraySplit` (digits,
 synthetic, adult, most plug-ins) is checked whole, vectorised and in bounded chunks (50k
@@ -49,12 +50,13 @@ def check_split(split: Split, fields: Mapping[str, Field], task: Task, where: st
   size = len(split)
   if size == 0:
     raise ConfigError(f"{where} split is empty")
+  non_negative = (task.weight,) if task.weight else ()
   if isinstance(split, ArraySplit):
-    _check_arrays(split.arrays, fields, _limits(fields, task), size, None, where)
+    _check_arrays(split.arrays, fields, _limits(fields, task), size, None, where, non_negative)
   else:
     rows = sample_indices(size)
     _check_arrays(_read(split, rows, where), fields, _limits(fields, task), len(rows), rows,
-                  where)
+                  where, non_negative)
 
 
 def check_examples(split: Split, fields: Mapping[str, Field], indices=(0,), where: str = ""):
@@ -91,8 +93,10 @@ def _read(split: Split, rows: np.ndarray, where: str) -> Mapping[str, np.ndarray
 
 
 def _check_arrays(arrays: Mapping[str, np.ndarray], fields: Mapping[str, Field],
-                  limits: Mapping[str, int], count: int, rows, where: str) -> None:
-  """`rows` maps a position in `arrays` to the split's example index (None: the same)."""
+                  limits: Mapping[str, int], count: int, rows, where: str,
+                  non_negative=()) -> None:
+  """`rows` maps a position in `arrays` to the split's example index (None: the same);
+  fields named in `non_negative` must hold values >= 0."""
   missing = [name for name in fields if name not in arrays]
   if missing:
     raise ConfigError(f"{where} lacks field {missing[0]!r} (it has {', '.join(map(str, arrays))})")
@@ -109,6 +113,11 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], fields: Mapping[str, Field],
     if len(value) != count:
       raise ConfigError(f"{where} field {name!r} has {len(value)} examples, the split {count}")
     _check_values(value, name, limits.get(name), rows, where)
+    if name in non_negative:
+      bad = _first_bad(value, lambda chunk: chunk < 0)
+      if bad is not None:
+        raise ConfigError(f"{where} field {name!r} is {value[bad]} at example "
+                          f"{_example(bad, rows)}: example weights must be >= 0")
 
 
 def _check_values(value: np.ndarray, name: str, limit: int | None, rows, where: str) -> None:

@@ -127,3 +127,15 @@ def test_the_runner_refuses_to_train_on_weighted_data(dataset):
   with pytest.raises(ConfigError, match=r"data set 'fico' has example weights \(field "
                      r"'weight'\), which training does not apply: use it with jaxml.fairness"):
     runner.build_algorithm(config_, dataset)
+
+
+def test_negative_example_weights_are_refused_on_load():
+  from jaxml.data import ArraySplit, check_dataset  # pylint: disable=import-outside-toplevel
+  from jaxml.data.base import Dataset  # pylint: disable=import-outside-toplevel
+  fields = {"x": Field((), "float32"), "y": Field((), "int32"), "w": Field((), "float32")}
+  split = ArraySplit({"x": np.zeros(3, np.float32), "y": np.array([0, 1, 0], np.int32),
+                      "w": np.array([1.0, -0.5, 2.0], np.float32)})
+  dataset_ = Dataset(split, split, fields, Task("classification", "x", "y", 2, weight="w"))
+  with pytest.raises(ConfigError, match=r"field 'w' is -0.5 at example 1: example weights "
+                     r"must be >= 0"):
+    check_dataset(dataset_, "mine")
