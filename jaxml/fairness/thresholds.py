@@ -76,7 +76,7 @@ class DerivedPredictor:
     index = jnp.clip(jnp.searchsorted(known, groups), 0, len(self.groups) - 1)
     lower = jnp.asarray(self.lower, scores.dtype)[index]
     upper = jnp.asarray(self.upper, scores.dtype)[index]
-    levels = jnp.asarray(self.levels, jnp.float32)[index]
+    levels = jnp.asarray(self.levels)[index]  # float64 where jax_enable_x64 is on
     band = (scores >= lower).astype(jnp.int32) + (scores >= upper).astype(jnp.int32)
     probability = jnp.take_along_axis(levels, band[:, None], axis=1)[:, 0]
     return jnp.where(known[index] == groups, probability, jnp.nan)
