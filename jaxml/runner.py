@@ -183,6 +183,10 @@ def storage_faults(workdir: str):
 def build_algorithm(config, dataset) -> Algorithm:
   """`jaxml.algos.<config.algo>.build(config, dataset)`: the config checked against the
   data and the algorithm's shared set-up done, before anything compiles."""
+  weight = dataset.task.weight
+  if weight is not None:  # no algorithm's loss weights examples: training would ignore them
+    raise ConfigError(f"data set {dataset.name!r} has example weights (field {weight!r}), "
+                      "which training does not apply: use it with jaxml.fairness, not to train")
   algorithm = load_algo(config.algo).build(config, dataset)
   if not isinstance(algorithm, Algorithm):
     raise TypeError(f"jaxml.algos.{config.algo}.build returned {type(algorithm).__name__}, "

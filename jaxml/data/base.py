@@ -15,7 +15,9 @@ from it instead of assuming literals:
   "multilabel" (a [num_classes] 0/1 target), "regression" (a float target) or "none"
   (sequences and offline-RL windows: no single target). `inputs` names the default model
   input(s); `groups` names group-attribute fields (e.g. sex, race) for fairness metrics;
-  `timestamp` names a field giving each example's time, for time-ordered splits.
+  `timestamp` names a field giving each example's time, for time-ordered splits; `weight`
+  names a float field of example weights, for a published distribution given as weighted
+  rows (FICO): fairness analyses read it, training does not apply it.
 
 `load_dataset` holds every split to this description (`jaxml.data.check`: dtypes, shapes,
 finite floats, non-empty splits, labels within the classes) before anything compiles.
@@ -129,6 +131,9 @@ class Task:
   num_classes: classes (classification), labels (multilabel), 0 (regression, none).
   groups:      integer scalar group-attribute fields (fairness metrics report per group).
   timestamp:   a scalar field giving each example's time, or None.
+  weight:      a float scalar field of example weights (a published distribution given as
+               weighted rows), or None; training does not apply weights, so the runner
+               refuses to train on a weighted data set.
   """
 
   kind: str
@@ -137,6 +142,7 @@ class Task:
   num_classes: int
   groups: tuple[str, ...] = ()
   timestamp: str | None = None
+  weight: str | None = None
 
   def __post_init__(self):
     object.__setattr__(self, "inputs", _names(self.inputs))
@@ -155,7 +161,7 @@ class Task:
                         "(classes or labels >= 1 when classifying, else 0)")
 
   def fields_used(self) -> tuple[str, ...]:
-    names = (*self.inputs, self.target, *self.groups, self.timestamp)
+    names = (*self.inputs, self.target, *self.groups, self.timestamp, self.weight)
     return tuple(name for name in names if name is not None)
 
 
@@ -191,6 +197,10 @@ def check_task(fields: Mapping[str, Field], task: Task, name: str = "") -> None:
     raise ConfigError(f"{where}: group fields {not_groups} must be integer scalars")
   if task.timestamp is not None and fields[task.timestamp].shape != ():
     raise ConfigError(f"{where}: timestamp {task.timestamp!r} must be a scalar field")
+  weight = fields[task.weight] if task.weight is not None else None
+  if weight is not None and (weight.shape != () or not np.issubdtype(weight.dtype, np.floating)):
+    raise ConfigError(f"{where}: weight {task.weight!r} must be a float scalar field, got "
+                      f"shape {weight.shape} dtype {weight.dtype}")
 
 
 @dataclasses.dataclass(frozen=True)
