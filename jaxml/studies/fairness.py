@@ -128,7 +128,7 @@ def validate(config) -> None:
       raise ConfigError(f"compare_fairlearn=True compares at fairlearn's objective, accuracy: "
                         f"fp_cost={config.fp_cost} must equal fn_cost={config.fn_cost}")
     try:
-      import fairlearn.postprocessing  # pylint: disable=import-outside-toplevel,unused-import
+      import fairlearn.postprocessing  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
     except ImportError:
       raise ConfigError(f"compare_fairlearn=True needs fairlearn: {INSTALL} (or set "
                         "compare_fairlearn=False)") from None
