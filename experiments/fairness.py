@@ -1,10 +1,10 @@
 """Equality of opportunity by post-processing (Hardt, Price & Srebro 2016): the paper's FICO
 case study, and per-group thresholds on trained classifiers' scores against fairlearn.
 
-Default (a few minutes on 2 CPU cores: two MLPs trained, Adult and COMPAS; bootstrap 1000):
+Default (about a minute on 2 CPU cores: two MLPs trained, Adult and COMPAS; bootstrap 1000):
   python -m launch.main --config experiments/fairness.py --workdir runs/fairness
   -> runs/fairness/artifacts/fico_table.md, fico_roc.png, table.md and tradeoff.png
-Smoke (seconds; small classifiers, 100 bootstrap resamples):
+Smoke (under a minute; smoke-size classifiers, 100 bootstrap resamples):
   python -m launch.main --config experiments/fairness.py:smoke --workdir /tmp/jaxml/fairness
 FICO only (no training, no fairlearn):
   python -m launch.main --config experiments/fairness.py --workdir runs/fico \

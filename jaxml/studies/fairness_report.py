@@ -117,15 +117,17 @@ def classifier_table(config, rows) -> str:
                      f"{r['num_test']} test examples)" for (d, a), r in first.items())
   lines = [
       f"A jaxml classifier's score P(positive), post-processed per group: thresholds fitted "
-      f"on a validation half of the test split (seed {config.seed}), measured on the other "
-      f"half; costs fp {config.fp_cost:g}, fn {config.fn_cost:g} (1 and 1: accuracy). "
+      f"on a validation part ({config.validation_fraction:.0%}) of the test split (seed "
+      f"{config.seed}), measured on the rest; costs fp {config.fp_cost:g}, fn "
+      f"{config.fn_cost:g} (1 and 1: accuracy). "
       f"Decisions are the rules' acceptance probabilities (expected over their coins). "
       f"Percent, test estimate [{level:g}% bootstrap interval, {config.bootstrap.samples} "
       f"resamples, shared by the rows of one attribute]; gaps are the largest minus the "
-      f"smallest group rate. fairlearn: ThresholdOptimizer (prefit, accuracy objective) on "
-      f"the same validation scores. Groups with fewer than {config.min_group_size} "
-      f"validation examples of either label are pooled into \"other\" (which joins the "
-      f"largest group when itself short). Groups: {groups}.", "",
+      f"smallest group rate (never below 0, so near 0 a gap's interval sits above its "
+      f"estimate, and small groups make it wide). fairlearn: ThresholdOptimizer (prefit, "
+      f"accuracy objective) on the same validation scores. Groups with fewer than "
+      f"{config.min_group_size} validation examples of either label are pooled into "
+      f"\"other\" (which joins the largest group when itself short). Groups: {groups}.", "",
       "| data set | attribute | rule | method | test accuracy | TPR gap | FPR gap | "
       "val. accuracy | val. TPR gap |", "|---" * 9 + "|"]
   for r in rows:
