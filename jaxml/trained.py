@@ -3,6 +3,7 @@
     run = jaxml.trained.load(workdir)
     run.state                      # the newest readable checkpoint's TrainState
     x, y = run.features(split)     # frozen features of any split shaped like the run's data
+    p, y = run.predict(split)      # the model's outputs, e.g. class probabilities [N, C]
 
 For notebooks, analysis, studies over trained runs and fine-tuning from a pre-trained
 encoder. A run still training can be opened too (its newest checkpoint).
@@ -25,7 +26,7 @@ from jaxml.core.checkpoint import Checkpointer
 from jaxml.data import Dataset, Split, load_dataset
 from jaxml.errors import ConfigError
 from jaxml.training.data import prepare_data
-from jaxml.training.evaluate import collect_features
+from jaxml.training.evaluate import collect
 from jaxml.training.steps import Steps
 
 
@@ -42,8 +43,18 @@ class TrainedRun:
   def features(self, split: Split, batch_size: int | None = None):
     """(features [N, D], targets [N]) of every example of `split`, on every host. The split
     must hold the fields the run was trained on, with the same per-example shapes."""
-    if self.steps.features is None:
-      raise ConfigError(f"algorithm {self.config.algo!r} has no feature function")
+    return self._collect("features", split, batch_size)
+
+  def predict(self, split: Split, batch_size: int | None = None):
+    """(predictions [N, ...], targets [N]) of every example of `split` in order, on every
+    host: the algorithm's `predict` outputs (a classifier's class probabilities). Other
+    fields of an in-memory split (its groups) are `split.read(np.arange(len(split)))`."""
+    return self._collect("predict", split, batch_size)
+
+  def _collect(self, kind: str, split: Split, batch_size: int | None):
+    fn = getattr(self.steps, kind)
+    if fn is None:
+      raise ConfigError(f"algorithm {self.config.algo!r} has no {kind} function")
     ours = self.dataset.train.read(np.arange(1))
     theirs = split.read(np.arange(1))
     for name in sorted(ours.keys() & theirs.keys()):
@@ -51,8 +62,8 @@ class TrainedRun:
         raise ConfigError(f"the run's {name!r} examples are {ours[name].shape[1:]} but the "
                           f"data's are {theirs[name].shape[1:]}")
     with jax.set_mesh(self.mesh):
-      return collect_features(self.steps, self.state, split, self.mesh,
-                              batch_size or self.config.eval_batch_size)
+      return collect(fn, self.steps, self.state, split, self.mesh,
+                     batch_size or self.config.eval_batch_size)
 
 
 def load(workdir: str, config=None) -> TrainedRun:

@@ -23,6 +23,9 @@ Functions and what the runner does with them:
   denominator returns `"count/m"` as well. Means are taken over the whole split.
 - `features(state, batch) -> [B, D]` (optional): frozen features for the linear probe and
   `jaxml.trained`; with `target`, the batch field holding the labels they are probed on.
+- `predict(state, batch) -> [B, ...]` (optional): the model's outputs for analysis after
+  training, e.g. class probabilities [B, C] for post-processing a score into a fair
+  classifier (`jaxml.trained.TrainedRun.predict`, `jaxml.fairness`). Eval mode, no rng.
 - `sampler` (optional): a `BatchSampler` replacing the default epoch order, e.g. Poisson
   sampling for DP-SGD, whose padded batches carry a `mask`.
 - `host_metrics(step) -> {name: float}` (optional): host-side numbers logged with every
@@ -74,6 +77,7 @@ class Algorithm:
   eval_step: Callable[[Any, Batch], Metrics]
   headline: tuple[str, ...] = ("eval/loss",)
   features: Callable[[Any, Batch], jax.Array] | None = None
+  predict: Callable[[Any, Batch], jax.Array] | None = None
   target: str | None = None
   sampler: BatchSampler | None = None
   host_metrics: Callable[[int], dict[str, float]] | None = None

@@ -63,7 +63,7 @@ def build(config, dataset) -> Algorithm:
   tx = make_optimizer(config.optimizer, config.num_steps)
   init = lambda key: TrainState.create(make_model(nnx.Rngs(params=key)), tx)
   common = dict(init=init, eval_step=make_eval_step(inputs, target),
-                features=make_features(inputs), target=target,
+                features=make_features(inputs), predict=make_predict(inputs), target=target,
                 headline=("eval/accuracy", "probe/test_accuracy"))
   if not config.dp.enabled:
     return Algorithm(train_step=make_train_step(config, tx, inputs, target), **common)
@@ -147,3 +147,9 @@ def make_features(input_field: str):
   """Pre-head features of the inputs in eval mode: what a linear probe is fitted on (any
   model of `jaxml.models` has `features`)."""
   return lambda state, batch: state.model().features(batch[input_field], train=False)
+
+
+def make_predict(input_field: str):
+  """Class probabilities [B, C] in eval mode: scores to threshold or calibrate after training."""
+  return lambda state, batch: jax.nn.softmax(
+      state.model()(batch[input_field], train=False).astype(jnp.float32), axis=-1)

@@ -55,8 +55,23 @@ def bootstrap(decisions, labels, groups, num_groups: int, key, *, samples: int =
   percentile interval at `level` of its `samples` bootstrap resamples (NumPy; per-group
   entries are [num_groups] arrays)."""
   decisions = jnp.asarray(decisions, jnp.float32)
+  base = jnp.ones(decisions.shape[0]) if weights is None else jnp.asarray(weights, jnp.float32)
+  labels, groups = jnp.asarray(labels), jnp.asarray(groups)
+  estimate, draws = _estimate_and_draws(decisions, labels, groups, base,
+                                        jax.random.split(key, samples),
+                                        num_groups=num_groups, chunk=chunk)
+  tail = 100 * (1 - level) / 2
+  return {name: (np.asarray(estimate[name]),
+                 np.nanpercentile(np.asarray(draws[name]), tail, axis=0),
+                 np.nanpercentile(np.asarray(draws[name]), 100 - tail, axis=0))
+          for name in estimate}
+
+
+# Jitted once at module level, so a study calling `bootstrap` for many rules of one data set
+# compiles it once per shape rather than once per call.
+@functools.partial(jax.jit, static_argnames=("num_groups", "chunk"))
+def _estimate_and_draws(decisions, labels, groups, base, keys, *, num_groups, chunk):
   count = decisions.shape[0]
-  base = jnp.ones(count) if weights is None else jnp.asarray(weights, jnp.float32)
   metrics = functools.partial(group_metrics, labels=labels, groups=groups,
                               num_groups=num_groups)
 
@@ -65,11 +80,4 @@ def bootstrap(decisions, labels, groups, num_groups: int, key, *, samples: int =
     counts = jax.ops.segment_sum(jnp.ones(count), picks, num_segments=count)
     return metrics(decisions, weights=base * counts)
 
-  keys = jax.random.split(key, samples)
-  draws = jax.jit(lambda k: jax.lax.map(resample, k, batch_size=chunk))(keys)
-  estimate = jax.jit(metrics)(decisions, weights=base)
-  tail = 100 * (1 - level) / 2
-  return {name: (np.asarray(estimate[name]),
-                 np.nanpercentile(np.asarray(draws[name]), tail, axis=0),
-                 np.nanpercentile(np.asarray(draws[name]), 100 - tail, axis=0))
-          for name in estimate}
+  return metrics(decisions, weights=base), jax.lax.map(resample, keys, batch_size=chunk)

@@ -1,4 +1,5 @@
-"""Passes over a whole split with the jitted eval/feature functions (padded, masked)."""
+"""Passes over a whole split with the jitted eval, feature and prediction functions (padded,
+masked)."""
 
 from __future__ import annotations
 
@@ -27,19 +28,27 @@ def evaluate(steps, state, split, mesh, batch_size: int) -> dict[str, float]:
           for k, v in totals.items()}
 
 
-def collect_features(steps, state, split, mesh, batch_size: int):
-  """(features [N, D], targets [N]) of a whole split, gathered onto every host; the targets
-  are the algorithm's `target` field."""
+def collect(fn, steps, state, split, mesh, batch_size: int):
+  """(fn(state, batch) [N, ...], targets [N]) over a whole split, gathered onto every host
+  with the padding rows dropped; `fn` is one of the jitted per-example functions of `steps`
+  (features, predict) and the targets are the algorithm's `target` field."""
   target = steps.algorithm.target
-  if steps.features is None or target is None:
-    raise ConfigError("this algorithm gives no features with targets to probe")
-  feats, labels, masks = [], [], []
+  if fn is None or target is None:
+    raise ConfigError("this algorithm gives no such per-example outputs with targets")
+  outputs, labels, masks = [], [], []
   for batch in eval_batches(split, mesh, batch_size):
-    for store, value in ((feats, steps.features(state, batch)), (labels, batch[target]),
+    for store, value in ((outputs, fn(state, batch)), (labels, batch[target]),
                          (masks, batch["mask"])):
       store.append(np.asarray(multihost_utils.process_allgather(value, tiled=True)))
   keep = np.concatenate(masks) > 0
-  return np.concatenate(feats)[keep], np.concatenate(labels)[keep]
+  return np.concatenate(outputs)[keep], np.concatenate(labels)[keep]
+
+
+def collect_features(steps, state, split, mesh, batch_size: int):
+  """(features [N, D], targets [N]) of a whole split, gathered onto every host."""
+  if steps.features is None:
+    raise ConfigError("this algorithm gives no features with targets to probe")
+  return collect(steps.features, steps, state, split, mesh, batch_size)
 
 
 def linear_probe(steps, state, dataset, mesh, config) -> dict[str, float]:

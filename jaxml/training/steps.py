@@ -47,6 +47,7 @@ class Steps:
   train: Callable
   eval: Callable
   features: Callable | None
+  predict: Callable | None
 
   @classmethod
   def build(cls, algorithm: Algorithm, mesh, nonfinite: str = "stop") -> Steps:
@@ -61,6 +62,10 @@ class Steps:
     if nonfinite == "skip":
       train_step = skip_nonfinite(train_step)
 
+    # Per-example outputs stay sharded like the batch they came from.
+    per_example = lambda fn: None if fn is None else jax.jit(
+        fn, in_shardings=(state_sharding, data), out_shardings=data)
+
     def keyed_step(state, batch, base_key):
       return train_step(state, batch, rng.step_key(base_key, state.step))
 
@@ -71,6 +76,6 @@ class Steps:
                       out_shardings=(state_sharding, replicated), donate_argnums=0),
         eval=jax.jit(algorithm.eval_step, in_shardings=(state_sharding, data),
                      out_shardings=replicated),
-        features=None if algorithm.features is None else jax.jit(
-            algorithm.features, in_shardings=(state_sharding, data), out_shardings=data),
+        features=per_example(algorithm.features),
+        predict=per_example(algorithm.predict),
     )

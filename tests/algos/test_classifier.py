@@ -51,6 +51,18 @@ def test_eval_step_ignores_masked_rows():
                              float(np.sum(np.argmax(logits, -1) == y)), rtol=0)
 
 
+def test_predict_is_the_softmax_of_the_model_and_agrees_with_eval_accuracy():
+  algorithm, dataset, state = _setup()
+  x, y = dataset.test.arrays["image"][:32], dataset.test.arrays["label"][:32]
+  probabilities = jax.jit(algorithm.predict)(state, {"image": x, "label": y})
+  assert probabilities.shape == (32, dataset.num_classes)
+  np.testing.assert_allclose(probabilities, jax.nn.softmax(state.model()(x, train=False)),
+                             rtol=1e-5, atol=1e-7)
+  sums = jax.jit(algorithm.eval_step)(state, {"image": x, "label": y,
+                                              "mask": np.ones(32, np.float32)})
+  assert float(sums["accuracy"]) == float(np.sum(np.argmax(probabilities, -1) == y))
+
+
 def test_build_rejects_out_of_range_labels():
   config, dataset = classifier_config.get_config("smoke"), digits.load()
   config.model.num_classes = 5

@@ -22,8 +22,9 @@ def never_trains(monkeypatch):
 
 
 def test_studies_are_loaded_by_name(tmp_path):
-  assert base.available() == ["dp_features", "mgdt", "unipi"]
-  with pytest.raises(ConfigError, match="unknown study 'nope'; available: dp_features, mgdt"):
+  assert base.available() == ["dp_features", "fairness", "mgdt", "unipi"]
+  with pytest.raises(ConfigError,
+                     match="unknown study 'nope'; available: dp_features, fairness, mgdt"):
     run_study(ml_collections.ConfigDict({"study": "nope"}), str(tmp_path))
 
 
