@@ -24,8 +24,9 @@ Two parts, each a set of rows of the study's results log (`results.jsonl`):
 
 Small groups: a group whose validation part holds fewer than `min_group_size` examples of
 either label has rates too noisy to equalise (or undefined, with no positives): such groups
-are pooled into one "other" group, and if the pool itself is short of either label it joins
-the largest group. The tables name the groups used.
+are pooled into one "other" group, and if the pool itself is short of either label its
+examples are left out of that attribute's analysis (merged into another group they would
+misstate its rates). The tables name the groups used and those left out.
 
 Rerun on the same workdir, rows already there (keyed by part, attribute, rule and method,
 under a fingerprint of every other setting) are reused; a data set whose rows are all there is
@@ -175,9 +176,10 @@ def fico_rows(config, log):
 
 
 def merge_small_groups(groups, labels, validation, names, min_count: int):
-  """(codes [N] in 0..k-1, their k names): groups with fewer than `min_count` examples of
-  either label among the `validation` rows pooled into "other", which joins the largest
-  group if it is itself short (see the module docstring)."""
+  """(codes [N] in 0..k-1, or -1 for examples left out; the k names; the names left out):
+  groups with fewer than `min_count` examples of either label among the `validation` rows
+  are pooled into "other"; if the pool itself is short, its examples are left out of the
+  attribute's analysis (see the module docstring)."""
   present = np.unique(groups)
   pos = {g: int(np.sum((groups[validation] == g) & (labels[validation] == 1))) for g in present}
   neg = {g: int(np.sum((groups[validation] == g) & (labels[validation] == 0))) for g in present}
@@ -188,16 +190,16 @@ def merge_small_groups(groups, labels, validation, names, min_count: int):
                       "examples of each label")
   label = [names[g] for g in kept]
   target = {g: i for i, g in enumerate(kept)}
+  left_out = []
   if small:
-    pooled = "other (" + ", ".join(names[g] for g in small) + ")"
     if min(sum(pos[g] for g in small), sum(neg[g] for g in small)) >= min_count:
       target.update({g: len(kept) for g in small})
-      label.append(pooled)
+      label.append("other (" + ", ".join(names[g] for g in small) + ")")
     else:
-      largest = max(kept, key=lambda g: pos[g] + neg[g])
-      target.update({g: target[largest] for g in small})
-      label[target[largest]] += f" + {pooled}"
-  return np.array([target[g] for g in groups], np.int32), label
+      # Merging them into another group would misstate that group's rates: leave them out.
+      target.update({g: -1 for g in small})
+      left_out = [names[g] for g in small]
+  return np.array([target[g] for g in groups], np.int32), label, left_out
 
 
 def _fairlearn_decisions(constraint, val_scores, val_labels, val_groups, test_scores,
@@ -274,29 +276,31 @@ def classifier_rows(config, workdir: str, name: str, log) -> None:
   cut = int(round(config.validation_fraction * len(scores)))
   validation, test = np.sort(order[:cut]), np.sort(order[cut:])
   for attribute in attributes:
-    codes, names = merge_small_groups(fields[attribute], labels, validation,
-                                      run.dataset.fields[attribute].categories,
-                                      int(config.min_group_size))
-    parts = [(labels[i], codes[i]) for i in (validation, test)]
+    codes, names, left_out = merge_small_groups(fields[attribute], labels, validation,
+                                                run.dataset.fields[attribute].categories,
+                                                int(config.min_group_size))
+    val_rows, test_rows = (rows[codes[rows] >= 0] for rows in (validation, test))
+    parts = [(labels[i], codes[i]) for i in (val_rows, test_rows)]
     key = jax.random.fold_in(jax.random.key(int(config.seed)),
                              zlib.crc32(f"{name}/{attribute}".encode()))
     common = {"part": "classifier", "dataset": name, "attribute": attribute, "groups": names,
-              "num_validation": len(validation), "num_test": len(test)}
+              "left_out": left_out, "num_validation": len(val_rows),
+              "num_test": len(test_rows)}
     for rule in config.rules:
       row_key = (name, attribute, rule, "jaxml")
       if row_key in keys:
         derived = fairness.fit_thresholds(
-            scores[validation], labels[validation], codes[validation], constraint=rule,
+            scores[val_rows], labels[val_rows], codes[val_rows], constraint=rule,
             fp_cost=float(config.fp_cost), fn_cost=float(config.fn_cost))
         decisions = [np.asarray(derived.acceptance_probability(scores[i], codes[i]))
-                     for i in (validation, test)]
+                     for i in (val_rows, test_rows)]
         log.put(row_key, {**common, "rule": rule, "method": "jaxml",
                           **_measure(config, key, len(names), *parts, decisions)})
       row_key = (name, attribute, rule, "fairlearn")
       if row_key in keys:
-        decisions = _fairlearn_decisions(FAIRLEARN[rule], scores[validation],
-                                         labels[validation], codes[validation], scores[test],
-                                         codes[test])
+        decisions = _fairlearn_decisions(FAIRLEARN[rule], scores[val_rows],
+                                         labels[val_rows], codes[val_rows], scores[test_rows],
+                                         codes[test_rows])
         log.put(row_key, {**common, "rule": rule, "method": "fairlearn",
                           **_measure(config, key, len(names), *parts, decisions)})
       logging.info("fairness %s/%s/%s measured", name, attribute, rule)

@@ -113,8 +113,11 @@ def classifier_table(config, rows) -> str:
   first = {}
   for r in rows:
     first.setdefault((r["dataset"], r["attribute"]), r)
-  groups = "; ".join(f"{d}/{a}: {', '.join(r['groups'])} ({r['num_validation']} validation, "
-                     f"{r['num_test']} test examples)" for (d, a), r in first.items())
+  groups = "; ".join(
+      f"{d}/{a}: {', '.join(r['groups'])} ({r['num_validation']} validation, "
+      f"{r['num_test']} test examples"
+      + (f"; left out: {', '.join(r['left_out'])}" if r.get("left_out") else "") + ")"
+      for (d, a), r in first.items())
   lines = [
       f"A jaxml classifier's score P(positive), post-processed per group: thresholds fitted "
       f"on a validation part ({config.validation_fraction:.0%}) of the test split (seed "
@@ -127,7 +130,8 @@ def classifier_table(config, rows) -> str:
       f"estimate, and small groups make it wide). fairlearn: ThresholdOptimizer (prefit, "
       f"accuracy objective) on the same validation scores. Groups with fewer than "
       f"{config.min_group_size} validation examples of either label are pooled into "
-      f"\"other\" (which joins the largest group when itself short). Groups: {groups}.", "",
+      f"\"other\" (left out of that attribute's analysis when the pool is itself short). "
+      f"Groups: {groups}.", "",
       "| data set | attribute | rule | method | test accuracy | TPR gap | FPR gap | "
       "val. accuracy | val. TPR gap |", "|---" * 9 + "|"]
   for r in rows:

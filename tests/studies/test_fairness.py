@@ -95,12 +95,13 @@ def test_merge_small_groups():
   labels = np.array([1, 0] * 6 + [1, 0, 0, 0])
   groups = np.array([0] * 6 + [1] * 6 + [2, 2, 3, 3])
   names = ("a", "b", "c", "d")
-  codes, named = fairness.merge_small_groups(groups, labels, np.arange(16), names, 3)
-  # The pool is short of positives: it joins the largest group (the first of a tie).
-  assert named == ["a + other (c, d)", "b"]
-  assert codes.tolist() == [0] * 6 + [1] * 6 + [0] * 4
-  codes, named = fairness.merge_small_groups(groups, labels, np.arange(16), names, 1)
-  assert named == ["a + other (d)", "b", "c"]  # d has no positives: the pool joins a
+  codes, named, left_out = fairness.merge_small_groups(groups, labels, np.arange(16), names, 3)
+  # The pool (c, d) is short of positives: its examples are left out, not merged elsewhere.
+  assert (named, left_out) == (["a", "b"], ["c", "d"])
+  assert codes.tolist() == [0] * 6 + [1] * 6 + [-1] * 4
+  codes, named, left_out = fairness.merge_small_groups(groups, labels, np.arange(16), names, 1)
+  assert (named, left_out) == (["a", "b", "c"], ["d"])  # d alone has no positives
+  assert codes.tolist() == [0] * 6 + [1] * 6 + [2, 2, -1, -1]
   with pytest.raises(ConfigError, match="min_group_size=4"):
     fairness.merge_small_groups(groups, labels, np.arange(16), names, 4)
 
