@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import subprocess
 import sys
@@ -46,7 +48,6 @@ def last_logged_step(workdir) -> int:
     return -1
   with open(path, encoding="utf-8") as f:
     lines = [l for l in f.read().splitlines() if l.endswith("}")]
-  import json  # pylint: disable=import-outside-toplevel
   return json.loads(lines[-1])["step"] if lines else -1
 
 
@@ -105,3 +106,27 @@ def flip_one_bit(step_dir, mask: int = 0x01) -> None:
     byte = f.read(1)[0]
     f.seek(-1, os.SEEK_CUR)
     f.write(bytes([byte ^ mask]))
+
+
+def _asked_config(experiment: str) -> dict:
+  """The experiment file's smoke config with the command line's override, as JSON."""
+  module = importlib.import_module(experiment[:-len(".py")].replace("/", "."))
+  config = module.get_config("smoke")
+  assert config.progress, "the override below must change the config to show up"
+  config.progress = False  # launch_cmd passes --config.progress=False
+  return json.loads(config.to_json_best_effort())
+
+
+def assert_config_and_headline(experiment, proc, workdir):
+  """config.json is what was asked; the `final` line prints summary.json's scores."""
+  assert json.load(open(workdir / "config.json")) == _asked_config(experiment)
+  summary = json.load(open(workdir / "artifacts" / "summary.json"))
+  finals = [l for l in proc.stdout.splitlines() if l.startswith("final ")]
+  assert len(finals) == 1, proc.stdout[-3000:]
+  headline = dict(pair.rsplit("=", 1) for pair in finals[0][len("final "):].split())
+  # The algorithm's (or study's) headline metrics, in its order: those the run computed.
+  assert list(headline) == [k for k in summary["headline"]
+                            if isinstance(summary.get(k), float)] and headline
+  for name, printed in headline.items():
+    assert printed == f"{summary[name]:.4f}", (name, proc.stdout[-3000:])
+  assert f"outputs: {workdir} (" in proc.stdout

@@ -14,6 +14,10 @@ import pytest
 from tests.launch_utils import (assert_same_arrays, checkpoint_steps, flip_one_bit,
                                 restore_arrays, run_launcher, start_launcher, wait_for_step)
 
+# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
+# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("resume")
+
 CONFIG = "experiments/classifier.py:smoke"
 # Long enough to interrupt mid-run; checkpoints often enough that resuming repeats steps.
 RUN = ("--config.num_steps=1500", "--config.log_every=10", "--config.checkpoint_every=100",

@@ -20,6 +20,10 @@ from jaxml.core.preemption import Interrupted
 from tests.launch_utils import (assert_same_arrays, checkpoint_steps, restore_arrays,
                                 run_launcher, start_launcher, wait_for_step)
 
+# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
+# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("signals")
+
 CONFIG = "experiments/classifier.py:smoke"
 NUM_STEPS = 600
 # No periodic eval, so the test split is read only at load and in the final evaluation.

@@ -26,6 +26,10 @@ from tests.launch_utils import (assert_same_arrays, checkpoint_steps, launch_cmd
                                 restore_arrays, run_launcher, wait_for_step)
 from tests.test_signals import NUM_STEPS, RUN, final_metrics, run_config
 
+# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
+# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("storage_faults")
+
 CONFIG = "experiments/classifier.py:smoke"
 
 

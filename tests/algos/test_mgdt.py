@@ -16,6 +16,10 @@ from jaxml.algos import mgdt
 from jaxml.envs import minatar
 from jaxml.models import decision_transformer as dt
 
+# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
+# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("mgdt")
+
 BINS = dt.ReturnBins(0.0, 10.0, 10)
 LOGITS = jnp.log(jnp.array([0.3, 0.25, 0.2, 0.1, 0.05, 0.04, 0.03, 0.01, 0.01, 0.01]))
 

@@ -21,6 +21,10 @@ from jaxml.envs import babyai, closed_loop
 from jaxml.models import diffusion
 from tests.algos import smoke
 
+# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
+# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("unipi")
+
 pytest.importorskip("minigrid")
 
 

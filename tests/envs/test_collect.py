@@ -14,6 +14,10 @@ from jaxml.envs import collect, minatar
 from jaxml.errors import ConfigError
 from tests.launch_utils import REPO
 
+# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
+# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("collect")
+
 
 def test_split_episodes_keeps_finished_episodes_per_env():
   done = np.zeros((7, 2), bool)

@@ -11,6 +11,10 @@ from jaxml import runner
 from jaxml.studies import dp_features
 from jaxml.errors import ConfigError
 
+# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
+# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("dp_features")
+
 METHODS = ("least_squares", "newton", "feature_covariance", "sgd")
 
 

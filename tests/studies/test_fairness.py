@@ -15,6 +15,13 @@ from experiments import fairness as fairness_config
 from jaxml import runner, trained
 from jaxml.errors import ConfigError
 from jaxml.studies import fairness, fairness_report, run_study, runs
+from tests.launch_utils import assert_config_and_headline, run_launcher
+
+# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
+# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("fairness")
+
+EXPERIMENT = "experiments/fairness.py"
 
 # What each rule holds equal on the data it is fitted to (validation gaps of `MEASURED`).
 CONSTRAINED = {"equal_opportunity": ("tpr_gap",), "equalized_odds": ("tpr_gap", "fpr_gap"),
@@ -23,13 +30,18 @@ CONSTRAINED = {"equal_opportunity": ("tpr_gap",), "equalized_odds": ("tpr_gap", 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-  """One smoke run of the whole study (two small classifiers, 100 bootstrap resamples)."""
-  workdir = str(tmp_path_factory.mktemp("fairness"))
+  """One smoke run of the whole study (two small classifiers, 100 bootstrap resamples),
+  through the launcher: it is also this config's launcher smoke test (tests/test_launcher.py
+  leaves it to this one run)."""
+  workdir = tmp_path_factory.mktemp("fairness")
+  proc = run_launcher(EXPERIMENT + ":smoke", workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert_config_and_headline(EXPERIMENT, proc, workdir)
   config = fairness_config.get_config("smoke")
   config.progress = False
-  summary = runner.run(config, workdir)
-  rows = [json.loads(line) for line in open(os.path.join(workdir, "results.jsonl"))]
-  return config, workdir, summary, rows
+  summary = json.load(open(workdir / "artifacts" / "summary.json"))
+  rows = [json.loads(line) for line in open(workdir / "results.jsonl")]
+  return config, str(workdir), summary, rows
 
 
 def test_fico_profit_shares_reproduce_the_paper(study):
