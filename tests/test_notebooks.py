@@ -38,6 +38,14 @@ for r in private:
     # The printed first-episode returns are those of the recorded trajectory: its rewards
     # summed up to each environment's first `done`; and every recorded action is one the
     # game has.
+    # FICO reproduces the paper's shares within a point; on Adult's validation half equal
+    # opportunity equalises the TPRs (the groups' expected rates), above the majority class.
+    "fairness.ipynb": """
+for constraint, share in shares.items():
+  assert abs(share - paper[constraint]) <= 1.0, (constraint, share)
+assert np.ptp(adult["equal_opportunity"]["rule"].tpr) < 1e-9
+assert adult["equal_opportunity"]["accuracy"][0] > 0.8
+""",
     "mgdt.ipynb": """
 from jaxml.envs import minatar
 traj = result["trajectory"]
