@@ -9,7 +9,8 @@ Smoke (under a minute; smoke-size classifiers, 100 bootstrap resamples):
 FICO only (no training, no fairlearn):
   python -m launch.main --config experiments/fairness.py --workdir runs/fico \
       --config.datasets="()"
-fairlearn is the peer compared against: `pip install 'jaxml[bench]'`, or
+fairlearn is the peer compared against: `pip install 'fairlearn>=0.15,<0.16'` (the `test` and
+`bench` extras have it), or
 `--config.compare_fairlearn=False`. Options combine, e.g. `:smoke,seed=1` (seed of the
 classifiers, the validation/test cut and the bootstrap).
 """

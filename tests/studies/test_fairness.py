@@ -173,11 +173,11 @@ def test_bad_settings_fail_before_anything_trains(overrides, message, tmp_path, 
   assert not os.listdir(tmp_path)
 
 
-def test_missing_fairlearn_names_the_extra(tmp_path, monkeypatch, never_trains):
+def test_missing_fairlearn_names_the_install(tmp_path, monkeypatch, never_trains):
   del never_trains
   monkeypatch.setitem(sys.modules, "fairlearn", None)  # import fairlearn -> ImportError
   monkeypatch.setitem(sys.modules, "fairlearn.postprocessing", None)
-  with pytest.raises(ConfigError, match=r"pip install 'jaxml\[bench\]'"):
+  with pytest.raises(ConfigError, match=r"pip install 'fairlearn>=0.15,<0.16'"):
     run_study(fairness_config.get_config("smoke"), str(tmp_path))
   config = fairness_config.get_config("smoke")
   config.compare_fairlearn = False
