@@ -7,18 +7,9 @@ import os
 import ml_collections
 import pytest
 
-from jaxml import trained
 from jaxml.errors import ConfigError
-from jaxml.studies import base, mgdt, run_study, runs, unipi
+from jaxml.studies import base, mgdt, run_study, unipi
 from tests.launch_utils import REPO
-
-
-@pytest.fixture
-def never_trains(monkeypatch):
-  def fail(*_):
-    raise AssertionError("trained before the config was checked")
-  monkeypatch.setattr(runs, "run_once", fail)
-  monkeypatch.setattr(trained, "load", fail)
 
 
 def test_studies_are_loaded_by_name(tmp_path):

@@ -143,14 +143,6 @@ def test_rerun_reuses_every_row(study, tmp_path, monkeypatch):
   assert {k: again[k] for k in summary if "/" in k} == {k: summary[k] for k in summary if "/" in k}
 
 
-@pytest.fixture
-def never_trains(monkeypatch):
-  def fail(*_):
-    raise AssertionError("trained before the config was checked")
-  monkeypatch.setattr(runs, "run_once", fail)
-  monkeypatch.setattr(trained, "load", fail)
-
-
 @pytest.mark.parametrize("overrides,message", [
     ({"rules": ("none", "fair")}, r"rules=\['none', 'fair'\]"),
     ({"fico.fp_cost": 0.0}, "fico.fp_cost=0.0 must be a finite number > 0"),

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import gzip
-import importlib.resources
 import io
-import os
 
 import numpy as np
 
+from jaxml.data import shipped
 from jaxml.data.base import ArraySplit, Dataset, Field, Task
 from jaxml.errors import ConfigError
 
@@ -85,20 +83,7 @@ class Encoding:
 
 def read_text(data_dir: str, split: str) -> tuple[str, str]:
   """(where, text) of `split`: the user's copy in `data_dir`, else the shipped one."""
-  name = FILES[split]
-  if data_dir:
-    for candidate in (name, f"{name}.gz"):
-      path = os.path.join(data_dir, candidate)
-      if os.path.exists(path):
-        with open(path, "rb") as f:
-          raw = f.read()
-        break
-    else:
-      raise ConfigError(f"adult: data.dir={data_dir!r} has neither {name} nor {name}.gz")
-  else:
-    path = f"jaxml/data/files/adult/{name}.gz"
-    raw = importlib.resources.files("jaxml.data").joinpath(f"files/adult/{name}.gz").read_bytes()
-  return path, (gzip.decompress(raw) if path.endswith(".gz") else raw).decode("utf-8")
+  return shipped.read_text("adult", FILES[split], data_dir, f"{FILES[split]}.gz")
 
 
 def read_table(data_dir: str, split: str) -> dict[str, np.ndarray]:
@@ -121,11 +106,7 @@ def read_table(data_dir: str, split: str) -> dict[str, np.ndarray]:
 
 
 def _codes(table: dict[str, np.ndarray], column: str, values: tuple[str, ...]) -> np.ndarray:
-  found, codes = np.unique(table[column], return_inverse=True)
-  unknown = sorted(set(found.tolist()) - set(values))
-  if unknown:
-    raise ConfigError(f"adult: column {column!r} has values {unknown}; expected {values}")
-  return np.array([values.index(v) for v in found.tolist()], np.int32)[codes]
+  return shipped.category_codes("adult", column, table[column], values)
 
 
 def load(data_config) -> Dataset:

@@ -31,14 +31,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import gzip
-import importlib.resources
 import io
 import numbers
-import os
 
 import numpy as np
 
+from jaxml.data import shipped
 from jaxml.data.base import ArraySplit, Dataset, Field, Task
 from jaxml.errors import ConfigError
 
@@ -95,22 +93,7 @@ class Encoding:
 
 def read_text(data_dir: str) -> tuple[str, str]:
   """(where, text) of the file: the user's copy in `data_dir`, else the shipped one."""
-  if data_dir:
-    for candidate in (FILE, f"{FILE}.gz"):
-      path = os.path.join(data_dir, candidate)
-      if os.path.exists(path):
-        with open(path, "rb") as f:
-          raw = f.read()
-        break
-    else:
-      raise ConfigError(f"compas: data.dir={data_dir!r} has neither {FILE} nor {FILE}.gz")
-  else:
-    path = f"jaxml/data/files/compas/{FILE}.gz"
-    raw = importlib.resources.files("jaxml.data").joinpath(f"files/compas/{FILE}.gz").read_bytes()
-  try:
-    return path, (gzip.decompress(raw) if path.endswith(".gz") else raw).decode("utf-8")
-  except (OSError, EOFError, UnicodeDecodeError) as err:
-    raise ConfigError(f"compas: {path} cannot be read: {err}") from None
+  return shipped.read_text("compas", FILE, data_dir, f"{FILE}.gz")
 
 
 def read_table(data_dir: str = "") -> dict[str, np.ndarray]:
@@ -171,14 +154,6 @@ def propublica_filter(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return kept
 
 
-def _codes(table: dict[str, np.ndarray], column: str, values: tuple[str, ...]) -> np.ndarray:
-  found, codes = np.unique(table[column], return_inverse=True)
-  unknown = sorted(set(found.tolist()) - set(values))
-  if unknown:
-    raise ConfigError(f"compas: column {column!r} has values {unknown}; expected {values}")
-  return np.array([values.index(v) for v in found.tolist()], np.int32)[codes]
-
-
 def split_rows(count: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
   """(train, test) row indices, disjoint, each in file order: a seeded permutation's tail and
   head."""
@@ -199,6 +174,10 @@ def _split_config(data_config) -> tuple[float, int]:
   if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
     raise ConfigError(f"compas: data.split_seed={seed!r} must be an integer >= 0")
   return float(fraction), int(seed)
+
+
+def _codes(table: dict[str, np.ndarray], column: str, values: tuple[str, ...]) -> np.ndarray:
+  return shipped.category_codes("compas", column, table[column], values)
 
 
 def load(data_config) -> Dataset:

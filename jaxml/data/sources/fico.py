@@ -29,13 +29,11 @@ Task: 2-class classification of `repay` from `score`, group "race", weight "weig
 from __future__ import annotations
 
 import csv
-import gzip
-import importlib.resources
 import io
-import os
 
 import numpy as np
 
+from jaxml.data import shipped
 from jaxml.data.base import ArraySplit, Dataset, Field, Task
 from jaxml.errors import ConfigError
 
@@ -48,23 +46,7 @@ REPAY = ("default", "repay")
 
 def read_text(data_dir: str, kind: str) -> tuple[str, str]:
   """(where, text) of file `kind`: the user's copy in `data_dir`, else the shipped one."""
-  name = FILES[kind]
-  if data_dir:
-    for candidate in (name, f"{name}.gz"):
-      path = os.path.join(data_dir, candidate)
-      if os.path.exists(path):
-        with open(path, "rb") as f:
-          raw = f.read()
-        break
-    else:
-      raise ConfigError(f"fico: data.dir={data_dir!r} has neither {name} nor {name}.gz")
-  else:
-    path = f"jaxml/data/files/fico/{name}"
-    raw = importlib.resources.files("jaxml.data").joinpath(f"files/fico/{name}").read_bytes()
-  try:
-    return path, (gzip.decompress(raw) if path.endswith(".gz") else raw).decode("utf-8")
-  except (OSError, EOFError, UnicodeDecodeError) as err:
-    raise ConfigError(f"fico: {path} cannot be read: {err}") from None
+  return shipped.read_text("fico", FILES[kind], data_dir)
 
 
 def read_columns(data_dir: str, kind: str, key: str) -> tuple[np.ndarray, np.ndarray]:
