@@ -7,6 +7,8 @@ so the same programs are not compiled again and again (it cuts a launcher run ~2
 import os
 import tempfile
 
+import pytest
+
 # The 8 devices' threads meet at every collective; XLA aborts the process when one is 40 s late
 # (its CPU default), which two test workers and their launchers on 2 cores can make happen.
 # The launcher subprocesses inherit these flags.
@@ -19,3 +21,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "jaxml-test-xla-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
+@pytest.fixture(scope="session")
+def signals_reference(tmp_path_factory):
+  """The uninterrupted run that tests/test_signals.py and tests/test_storage_faults.py compare
+  interrupted runs against (both are xdist group "signals", so one worker trains it once)."""
+  from tests import test_signals  # pylint: disable=import-outside-toplevel
+  return test_signals.train_reference(tmp_path_factory.mktemp("uninterrupted"))

@@ -22,7 +22,7 @@ from tests.launch_utils import (assert_same_arrays, checkpoint_steps, restore_ar
 
 # Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
 # loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
-pytestmark = pytest.mark.xdist_group("signals")
+pytestmark = pytest.mark.xdist_group("signals")  # with tests/test_storage_faults.py
 
 CONFIG = "experiments/classifier.py:smoke"
 NUM_STEPS = 600
@@ -54,14 +54,18 @@ def final_metrics(workdir) -> dict:
   return {k: v for k, v in summary.items() if k.startswith(("eval/", "probe/"))}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """The uninterrupted run (in this process: the same programs as the launcher's)."""
-  workdir = tmp_path_factory.mktemp("uninterrupted")
+def train_reference(workdir):
+  """The uninterrupted run (in this process: the same programs as the launcher's): its final
+  arrays and metrics. Trained once per session (`signals_reference` in tests/conftest.py)."""
   runner.run(run_config(), str(workdir))
   metrics = final_metrics(workdir)
   assert {"eval/accuracy", "probe/test_accuracy"} <= metrics.keys()
   return restore_arrays(workdir, NUM_STEPS), metrics
+
+
+@pytest.fixture(scope="module")
+def reference(signals_reference):
+  return signals_reference
 
 
 def stopped_line(proc, code: int) -> str:

@@ -26,18 +26,19 @@ from tests.launch_utils import (assert_same_arrays, checkpoint_steps, launch_cmd
                                 restore_arrays, run_launcher, wait_for_step)
 from tests.test_signals import NUM_STEPS, RUN, final_metrics, run_config
 
-# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
-# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
-pytestmark = pytest.mark.xdist_group("storage_faults")
-
-CONFIG = "experiments/classifier.py:smoke"
+# The uninterrupted run these tests compare against is the signal tests' (`signals_reference`
+# in tests/conftest.py): the same xdist group puts both modules on one worker, so it is
+# trained once.
+pytestmark = pytest.mark.xdist_group("signals")
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("uninterrupted")
-  runner.run(run_config(), str(workdir))
-  return restore_arrays(workdir, NUM_STEPS), final_metrics(workdir)
+def reference(signals_reference):
+  return signals_reference
+
+
+
+CONFIG = "experiments/classifier.py:smoke"
 
 
 def test_storage_error_maps_storage_errnos_only():
