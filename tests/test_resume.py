@@ -14,8 +14,9 @@ import pytest
 from tests.launch_utils import (assert_same_arrays, checkpoint_steps, flip_one_bit,
                                 restore_arrays, run_launcher, start_launcher, wait_for_step)
 
-# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
-# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+# Its trained fixture is costly: one worker runs all of its tests (--dist loadgroup in
+# pyproject.toml), and the fixture is session-scoped, so it is built once (a module-scoped one
+# is torn down whenever the worker runs another module's test in between, and built again).
 pytestmark = pytest.mark.xdist_group("resume")
 
 CONFIG = "experiments/classifier.py:smoke"
@@ -24,7 +25,7 @@ RUN = ("--config.num_steps=1500", "--config.log_every=10", "--config.checkpoint_
        "--config.eval_every=500", "--config.linear_probe.enabled=False")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory):
   workdir = tmp_path_factory.mktemp("uninterrupted")
   proc = run_launcher(CONFIG, workdir, *RUN)

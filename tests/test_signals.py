@@ -20,8 +20,9 @@ from jaxml.core.preemption import Interrupted
 from tests.launch_utils import (assert_same_arrays, checkpoint_steps, restore_arrays,
                                 run_launcher, start_launcher, wait_for_step)
 
-# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
-# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+# Its trained fixture is costly: one worker runs all of its tests (--dist loadgroup in
+# pyproject.toml), and the fixture is session-scoped, so it is built once (a module-scoped one
+# is torn down whenever the worker runs another module's test in between, and built again).
 pytestmark = pytest.mark.xdist_group("signals")  # with tests/test_storage_faults.py
 
 CONFIG = "experiments/classifier.py:smoke"

@@ -16,8 +16,9 @@ from jaxml.algos import mgdt
 from jaxml.envs import minatar
 from jaxml.models import decision_transformer as dt
 
-# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
-# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+# Its trained fixture is costly: one worker runs all of its tests (--dist loadgroup in
+# pyproject.toml), and the fixture is session-scoped, so it is built once (a module-scoped one
+# is torn down whenever the worker runs another module's test in between, and built again).
 pytestmark = pytest.mark.xdist_group("mgdt")
 
 BINS = dt.ReturnBins(0.0, 10.0, 10)
@@ -62,7 +63,7 @@ def test_normalised_scores_and_iqm():
   assert mgdt.iqm([0, 1, 2, 3, 4, 5, 6, 100]) == pytest.approx(3.5)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory):
   config = mgdt_config.get_config("smoke")
   config.progress = False
@@ -178,7 +179,7 @@ def test_fine_tuning_starts_from_the_multi_game_weights(trained, tmp_path):
     runner.run(config, str(tmp_path / "mismatch"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def rlu_data_dir(tmp_path_factory):
   from tests.data import test_rlu_atari  # pylint: disable=import-outside-toplevel
   return test_rlu_atari.prepare_fake(str(tmp_path_factory.mktemp("tfds")))

@@ -21,8 +21,9 @@ from jaxml.envs import babyai, closed_loop
 from jaxml.models import diffusion
 from tests.algos import smoke
 
-# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
-# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+# Its trained fixture is costly: one worker runs all of its tests (--dist loadgroup in
+# pyproject.toml), and the fixture is session-scoped, so it is built once (a module-scoped one
+# is torn down whenever the worker runs another module's test in between, and built again).
 pytestmark = pytest.mark.xdist_group("unipi")
 
 pytest.importorskip("minigrid")
@@ -147,7 +148,7 @@ def test_control_runs_a_given_policy_on_the_trained_policys_episodes():
   assert set(np.unique(actions)) == set(range(len(babyai.ACTIONS)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory):
   config = unipi_config.get_config("smoke")
   config.progress = False

@@ -14,8 +14,9 @@ from jaxml.envs import collect, minatar
 from jaxml.errors import ConfigError
 from tests.launch_utils import REPO
 
-# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
-# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+# Its trained fixture is costly: one worker runs all of its tests (--dist loadgroup in
+# pyproject.toml), and the fixture is session-scoped, so it is built once (a module-scoped one
+# is torn down whenever the worker runs another module's test in between, and built again).
 pytestmark = pytest.mark.xdist_group("collect")
 
 
@@ -35,7 +36,7 @@ def test_returns_to_go_are_suffix_sums():
                                 [2.0, 1.0, 1.0, -1.0])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def dataset_dir(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("episodes"))
   collect.build(out, ["breakout", "freeway"],

@@ -11,14 +11,15 @@ from jaxml import runner
 from jaxml.studies import dp_features
 from jaxml.errors import ConfigError
 
-# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
-# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+# Its trained fixture is costly: one worker runs all of its tests (--dist loadgroup in
+# pyproject.toml), and the fixture is session-scoped, so it is built once (a module-scoped one
+# is torn down whenever the worker runs another module's test in between, and built again).
 pytestmark = pytest.mark.xdist_group("dp_features")
 
 METHODS = ("least_squares", "newton", "feature_covariance", "sgd")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def public_workdir(tmp_path_factory):
   """One small public pre-training (digits 0-4) shared by the tests."""
   config = dp_transfer.get_config("smoke").public

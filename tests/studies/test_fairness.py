@@ -17,8 +17,9 @@ from jaxml.errors import ConfigError
 from jaxml.studies import fairness, fairness_report, run_study, runs
 from tests.launch_utils import assert_config_and_headline, run_launcher
 
-# Its module-scoped trained fixture is costly: one worker runs all of its tests (--dist
-# loadgroup in pyproject.toml), so the fixture is built once, not once per worker.
+# Its trained fixture is costly: one worker runs all of its tests (--dist loadgroup in
+# pyproject.toml), and the fixture is session-scoped, so it is built once (a module-scoped one
+# is torn down whenever the worker runs another module's test in between, and built again).
 pytestmark = pytest.mark.xdist_group("fairness")
 
 EXPERIMENT = "experiments/fairness.py"
@@ -28,7 +29,7 @@ CONSTRAINED = {"equal_opportunity": ("tpr_gap",), "equalized_odds": ("tpr_gap", 
                "demographic_parity": ("selection_rate_gap",)}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def study(tmp_path_factory):
   """One smoke run of the whole study (two small classifiers, 100 bootstrap resamples),
   through the launcher: it is also this config's launcher smoke test (tests/test_launcher.py
