@@ -204,6 +204,7 @@ def check(spec, key: str = "model.activation") -> None:
 # What the models default to, as the functions they used before `model.activation` existed.
 RELU = Activation("relu")
 GELU = Activation("gelu")
+SILU = Activation("swish", (1.0,))
 
 
 def from_config(model_config, default: Activation = RELU) -> Activation:

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 
 from jaxml import models
-from jaxml.algos import classifier, mgdt
+from jaxml.algos import classifier, mgdt, unipi
 from jaxml.errors import ConfigError
 from jaxml.models import activations
 from jaxml.models import decision_transformer as dt
 from experiments import classifier as classifier_config
 from experiments import mgdt as mgdt_config
+from experiments import unipi as unipi_config
 
 BETAS = (0.1, 0.5, 1.0, 3.0)
 
@@ -95,6 +96,15 @@ def test_swish_and_softplus_at_beta_one_are_jax_silu_and_softplus():
   np.testing.assert_array_equal(activations.softplus(x, 1.0), jax.nn.softplus(x))
   np.testing.assert_array_equal(activations.parse("relu")(x), jax.nn.relu(x))
   np.testing.assert_array_equal(activations.parse("gelu")(x), jax.nn.gelu(x))
+
+
+def test_swish_one_is_silu_bit_for_bit_under_jit_and_grad():
+  """The UniPi models' default (swish:1.0) keeps jax.nn.silu's values and gradients."""
+  x = jax.random.normal(jax.random.key(3), (4096,)) * 6
+  swish = activations.parse("swish:1.0")
+  for f, g in ((swish, jax.nn.silu), (jax.grad(lambda v: swish(v).sum()),
+                                      jax.grad(lambda v: jax.nn.silu(v).sum()))):
+    np.testing.assert_array_equal(jax.jit(f)(x), jax.jit(g)(x))
 
 
 def test_softplus_is_stable_for_large_inputs():
@@ -208,6 +218,28 @@ def test_decision_transformer_defaults_to_gelu_and_takes_smelu():
   assert bool(jnp.all(jnp.isfinite(smooth(*inputs)["action"])))
 
 
+def _abstract_unipi(config, frame_shape):
+  # Shapes only: the activation is structure, and eager U-Net init compiles op by op.
+  return nnx.eval_shape(lambda: unipi.make_model(config, frame_shape, nnx.Rngs(0)))
+
+
+def test_unipi_models_default_to_silu_and_read_model_activation():
+  config = unipi_config.get_config("smoke")
+  assert config.model.activation == "swish:1.0"
+  frame_shape = (24, 24, 3)
+  assert _abstract_unipi(config, frame_shape).inverse.activation == activations.SILU
+  del config.model["activation"]  # a config written before the key existed: still SiLU
+  assert _abstract_unipi(config, frame_shape).planner.activation == activations.SILU
+  config = unipi_config.get_config("smoke")
+  config.model.activation = "smelu:0.5"
+  unipi.check_config(config)
+  planner = _abstract_unipi(config, frame_shape)
+  smelu = activations.parse("smelu:0.5")
+  assert planner.planner.activation == planner.inverse.activation == smelu
+  config.objective = "bc"
+  assert _abstract_unipi(config, frame_shape).policy.activation == smelu
+
+
 def test_decision_transformer_reads_model_activation():
   config = mgdt_config.get_config("smoke")
   assert config.model.activation == "gelu"
@@ -222,6 +254,7 @@ def test_decision_transformer_reads_model_activation():
     (classifier.check_config, classifier_config.get_config, "smoke,model=mlp"),
     (classifier.check_config, classifier_config.get_config, "adult,smoke"),
     (mgdt.check_config, mgdt_config.get_config, "smoke"),
+    (unipi.check_config, unipi_config.get_config, "smoke"),
 ])
 def test_config_checks_refuse_a_bad_activation(check, get_config, variant):
   config = get_config(variant)
@@ -237,7 +270,7 @@ def test_every_classifier_variant_declares_relu():
 
 
 @pytest.mark.parametrize("path", ["experiments/classifier.py:smoke", "experiments/supcon.py:smoke",
-                                  "experiments/mgdt.py:smoke"])
+                                  "experiments/mgdt.py:smoke", "experiments/unipi.py:smoke"])
 def test_command_line_override_parses_and_is_checked(path):
   """`--config.model.activation=smelu:0.5` as launch/main.py's config flag reads it."""
   from absl import flags  # pylint: disable=import-outside-toplevel
