@@ -91,4 +91,7 @@ def get_config(arg=None):
     if opts.model not in ("mlp", "cnn"):
       raise ConfigError(f"variant option model={opts.model!r}: choose mlp or cnn")
     c.model = ml_collections.ConfigDict({"name": opts.model, "num_classes": 0})
+  # Every variant's model takes it; declared here so --config.model.activation=smelu:0.5
+  # parses (a spec of jaxml/models/activations.py).
+  c.model.activation = "relu"
   return c

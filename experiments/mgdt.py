@@ -73,7 +73,8 @@ def get_config(arg=None):
       # 5x5 patches: 4 per frame, 7 tokens per step (2x2 patches cost ~4x more on CPU)
       {"patch_size": 5, "width": width, "depth": depth, "num_heads": heads, "context": 4,
        # True: condition each window on its first return only (the released MGDT model)
-       "single_return_token": False})
+       "single_return_token": False,
+       "activation": "gelu"})  # a spec of jaxml/models/activations.py
   # Returns-to-go in unit bins over [low, high]: MinAtar rewards are integers.
   c.returns = ml_collections.ConfigDict({"low": 0.0, "high": 170.0, "num_bins": 170})
   c.batch_size = 64

@@ -77,5 +77,6 @@ def get_config(arg=None):
     if method != "ce":
       c.supcon.projection_hidden = 2048
     c.log_every, c.eval_every, c.checkpoint_every = 100, 5000, 2000
+  c.model.activation = "relu"  # a spec of jaxml/models/activations.py
 
   return c

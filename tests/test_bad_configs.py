@@ -58,6 +58,11 @@ CASES = [
     ("classifier:smoke", {"model.channels": (8, 0)}, "holds 0, which must be an integer >= 1"),
     ("classifier:smoke", {"model.dense": 0}, "must be an integer >= 1"),
     ("classifier:smoke", {"model.name": "transformer"}, "must be one of"),
+    # Every model's activation (jaxml/models/activations.py), checked once for all of them.
+    ("classifier:smoke", {"model.activation": "smelu:0"}, "smelu's beta must be > 0"),
+    ("classifier:smoke", {"model.activation": "tanh"}, "unknown activation 'tanh'"),
+    ("classifier:smoke", {"model.activation": "gsmelu:alpha=1"}, "gsmelu needs beta"),
+    ("mgdt:smoke", {"model.activation": "swish:x"}, "swish's beta must be a number"),
     ("classifier:smoke", {"model.num_classes": -1}, "must be an integer >= 0"),
     ("classifier:adult,smoke", {"augment.flip": True}, "needs images"),
     # DP-SGD.

@@ -8,7 +8,7 @@ from jaxml.core import checks
 from jaxml.core.optim import check_optimizer
 from jaxml.envs import babyai
 from jaxml.errors import ConfigError
-from jaxml.models import diffusion
+from jaxml.models import activations, diffusion
 from jaxml.models.video_unet import TEMPORAL_KINDS
 
 OBJECTIVES = ("unipi", "bc")
@@ -41,7 +41,7 @@ RULES = {
     "model.text.num_heads": checks.count(1), **_unet_rules("planner"),
     **_unet_rules("superres"), "model.inverse.width": checks.count(1),
     "model.inverse.hidden": checks.count(1), "model.bc.width": checks.count(1),
-    "model.bc.hidden": checks.count(1),
+    "model.bc.hidden": checks.count(1), "model.activation": activations.rule,
     "ema_decay": checks.in_range(0, 1, open_high=True),
     # Validated here, not when control starts after the whole training run.
     "control.levels": LEVELS, "control.episodes": checks.count(0),

@@ -48,6 +48,7 @@ from jaxml.core.state import TrainState
 from jaxml.envs import atari, collect, minatar
 from jaxml.errors import ConfigError
 from jaxml.losses.classification import masked_cross_entropy
+from jaxml.models import activations
 from jaxml.models import decision_transformer as dt
 
 OBJECTIVES = ("dt", "bc")
@@ -114,6 +115,7 @@ RULES = {
     "model.patch_size": checks.count(1), "model.width": checks.count(1),
     "model.depth": checks.count(1), "model.num_heads": checks.count(1),
     "model.context": checks.count(1), "model.single_return_token": checks.flag,
+    "model.activation": activations.rule,
     "returns.low": checks.in_range(), "returns.high": checks.in_range(),
     "returns.num_bins": checks.count(2),
     "play.envs": checks.count(0), "play.steps": checks.count(1), "play.kappa": checks.in_range(),
@@ -166,7 +168,8 @@ def make_model(config, rngs) -> dt.DecisionTransformer:
   return dt.DecisionTransformer(
       image_shape=frame_shape(config), patch_size=m.patch_size, num_actions=num_actions(config),
       num_return_bins=config.returns.num_bins, context=m.context, width=m.width, depth=m.depth,
-      num_heads=m.num_heads, single_return_token=m.get("single_return_token", False), rngs=rngs)
+      num_heads=m.num_heads, single_return_token=m.get("single_return_token", False),
+      activation=activations.from_config(m, default=dt.DEFAULT_ACTIVATION), rngs=rngs)
 
 
 def init_state(config, key) -> TrainState:

@@ -52,7 +52,7 @@ from jaxml.core.state import TrainState
 from jaxml.envs import babyai, closed_loop
 from jaxml.errors import ConfigError
 from jaxml.losses.classification import masked_cross_entropy
-from jaxml.models import diffusion
+from jaxml.models import activations, diffusion
 from jaxml.models.inverse_dynamics import BCPolicy, InverseDynamics
 from jaxml.models.text_encoder import FrozenTextEmbeddings, TextEncoder, load_t5_embeddings
 from jaxml.models.video_unet import VideoUNet
@@ -105,13 +105,14 @@ class Planner(nnx.Module):
 
   def __init__(self, config, frame_shape, *, rngs: nnx.Rngs):
     self.text, width = _text_encoder(config, rngs)
+    activation = _activation(config)
     self.planner = _unet(config.model.planner, 3 if config.plan.first_frame else 0, width,
-                         _planned_frames(config), rngs)
-    self.superres = (_unet(config.model.superres, 6, width, config.data.horizon, rngs)
-                     if config.plan.hierarchy else None)
+                         _planned_frames(config), activation, rngs)
+    self.superres = (_unet(config.model.superres, 6, width, config.data.horizon, activation,
+                           rngs) if config.plan.hierarchy else None)
     inverse = config.model.inverse
     self.inverse = InverseDynamics(tuple(frame_shape), babyai.NUM_ACTIONS, width=inverse.width,
-                                   hidden=inverse.hidden, rngs=rngs)
+                                   hidden=inverse.hidden, activation=activation, rngs=rngs)
 
 
 class BehaviourCloning(nnx.Module):
@@ -120,8 +121,14 @@ class BehaviourCloning(nnx.Module):
   def __init__(self, config, frame_shape, *, rngs: nnx.Rngs):
     self.text, width = _text_encoder(config, rngs)
     bc = config.model.bc
-    self.policy = BCPolicy(tuple(frame_shape), babyai.NUM_ACTIONS, width,
-                           width=bc.width, hidden=bc.hidden, rngs=rngs)
+    self.policy = BCPolicy(tuple(frame_shape), babyai.NUM_ACTIONS, width, width=bc.width,
+                           hidden=bc.hidden, activation=_activation(config), rngs=rngs)
+
+
+def _activation(config) -> activations.Activation:
+  """`model.activation`: one for the U-Nets, the inverse dynamics and the BC policy (the text
+  encoder keeps its GELU); SiLU, what they were written with, where the config has none."""
+  return activations.from_config(config.model, default=activations.SILU)
 
 
 def _text_encoder(config, rngs):
@@ -137,11 +144,11 @@ def _text_encoder(config, rngs):
                      text.num_heads, rngs=rngs), text.width
 
 
-def _unet(net, cond_channels, text_width, max_frames, rngs) -> VideoUNet:
+def _unet(net, cond_channels, text_width, max_frames, activation, rngs) -> VideoUNet:
   return VideoUNet(frame_channels=3, cond_channels=cond_channels, text_width=text_width,
                    width=net.width, mults=tuple(net.mults), blocks=net.blocks,
                    num_heads=net.num_heads, temporal=net.temporal, max_frames=max_frames,
-                   patch_size=net.patch_size, rngs=rngs)
+                   patch_size=net.patch_size, activation=activation, rngs=rngs)
 
 
 def _planned_frames(config) -> int:

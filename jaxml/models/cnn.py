@@ -1,9 +1,10 @@
 """Small convolutional net for tiny images, from sklearn digits (8x8x1) to CIFAR (32x32x3).
 
 Config fields (all optional): `channels`, conv widths, one stage each (default (32, 64));
-`dense`, width of the feature layer (default 128); `pool`, "max" or "avg" (default "max").
+`dense`, width of the feature layer (default 128); `pool`, "max" or "avg" (default "max");
+`activation`, a spec of jaxml/models/activations.py (default "relu").
 
-Each stage is conv3x3 -> relu -> 2x2 pool stride 2. The pool never shrinks a dimension that is
+Each stage is conv3x3 -> activation -> 2x2 pool stride 2. The pool never shrinks a dimension that is
 already 1 and pads odd sizes (ceil, not floor), so any number of stages works on 8x8 inputs
 instead of failing on a zero-sized map after the third stage.
 """
@@ -18,6 +19,7 @@ import jax
 import ml_collections
 
 from jaxml.errors import ConfigError
+from jaxml.models import activations
 
 POOLS = ("max", "avg")
 
@@ -32,7 +34,7 @@ def pooled_size(size: int, window: int) -> int:
 
 
 class CNN(nnx.Module):
-  """[conv3x3 -> relu -> pool] * len(channels) -> flatten -> dense -> relu -> head."""
+  """[conv3x3 -> act -> pool] * len(channels) -> flatten -> dense -> act -> head."""
 
   def __init__(
       self,
@@ -42,8 +44,10 @@ class CNN(nnx.Module):
       num_classes: int,
       *,
       pool: str = "max",
+      activation: activations.Activation = activations.RELU,
       rngs: nnx.Rngs,
   ):
+    self.activation = activation  # static: nnx.split keeps it in the graphdef
     height, width, in_channels = input_shape
     widths = [in_channels, *channels]
     self.convs = nnx.List(
@@ -73,9 +77,9 @@ class CNN(nnx.Module):
   def features(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     del train  # No layer behaves differently in training.
     for conv, window in zip(self.convs, self.windows):
-      x = self._pool(jax.nn.relu(conv(x)), window)
+      x = self._pool(self.activation(conv(x)), window)
     x = x.reshape(x.shape[0], -1)
-    return jax.nn.relu(self.dense(x))
+    return self.activation(self.dense(x))
 
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     return self.head(self.features(x, train=train))
@@ -97,4 +101,5 @@ def create(
     raise ConfigError(f"cnn pool must be one of {POOLS}, got {pool!r}")
   if any(c <= 0 for c in channels) or dense <= 0:
     raise ConfigError(f"cnn widths must be positive, got channels={channels} dense={dense}")
-  return CNN(input_shape, channels, dense, num_classes, pool=pool, rngs=rngs)
+  return CNN(input_shape, channels, dense, num_classes, pool=pool,
+             activation=activations.from_config(model_config), rngs=rngs)

@@ -38,10 +38,13 @@ import numpy as np
 from flax import nnx
 
 from jaxml.errors import ConfigError
+from jaxml.models import activations
 
 # Reward classes: the sign of the reward, with the episode's last step a class of its own.
 REWARD_ZERO, REWARD_POSITIVE, REWARD_TERMINAL, REWARD_NEGATIVE = range(4)
 NUM_REWARD_CLASSES = 4
+# The MLP's activation unless `model.activation` names another (jaxml/models/activations.py).
+DEFAULT_ACTIVATION = activations.GELU
 
 
 def encode_reward(reward, done) -> jax.Array:
@@ -118,9 +121,11 @@ def patchify(frames: jax.Array, patch_size: int) -> jax.Array:
 
 
 class Block(nnx.Module):
-  """Pre-norm transformer block: masked self-attention, then a GELU MLP."""
+  """Pre-norm transformer block: masked self-attention, then an MLP (GELU by default)."""
 
-  def __init__(self, width: int, num_heads: int, mlp_ratio: int, *, rngs: nnx.Rngs):
+  def __init__(self, width: int, num_heads: int, mlp_ratio: int, *,
+               activation: activations.Activation = DEFAULT_ACTIVATION, rngs: nnx.Rngs):
+    self.activation = activation  # static: nnx.split keeps it in the graphdef
     self.norm1 = nnx.LayerNorm(width, rngs=rngs)
     self.attention = nnx.MultiHeadAttention(num_heads, width, decode=False, rngs=rngs)
     self.norm2 = nnx.LayerNorm(width, rngs=rngs)
@@ -129,7 +134,7 @@ class Block(nnx.Module):
 
   def __call__(self, x: jax.Array, mask: jax.Array, sow_weights: bool = False) -> jax.Array:
     x = x + self.attention(self.norm1(x), mask=mask, sow_weights=sow_weights)
-    return x + self.mlp_out(jax.nn.gelu(self.mlp_in(self.norm2(x))))
+    return x + self.mlp_out(self.activation(self.mlp_in(self.norm2(x))))
 
 
 class DecisionTransformer(nnx.Module):
@@ -138,7 +143,9 @@ class DecisionTransformer(nnx.Module):
 
   def __init__(self, *, image_shape, patch_size: int, num_actions: int, num_return_bins: int,
                context: int, width: int, depth: int, num_heads: int, mlp_ratio: int = 4,
-               single_return_token: bool = False, rngs: nnx.Rngs):
+               single_return_token: bool = False,
+               activation: activations.Activation = DEFAULT_ACTIVATION,
+               rngs: nnx.Rngs):
     self.patch_size = patch_size
     self.single_return_token = single_return_token
     self.patches = num_patches(image_shape, patch_size)
@@ -151,7 +158,7 @@ class DecisionTransformer(nnx.Module):
     self.return_embed = nnx.Embed(num_return_bins, width, rngs=rngs)
     self.action_embed = nnx.Embed(num_actions, width, rngs=rngs)
     self.reward_embed = nnx.Embed(NUM_REWARD_CLASSES, width, rngs=rngs)
-    self.blocks = nnx.List([Block(width, num_heads, mlp_ratio, rngs=rngs)
+    self.blocks = nnx.List([Block(width, num_heads, mlp_ratio, activation=activation, rngs=rngs)
                             for _ in range(depth)])
     self.norm = nnx.LayerNorm(width, rngs=rngs)
     self.return_head = nnx.Linear(width, num_return_bins, rngs=rngs)

@@ -7,7 +7,8 @@
 
 Both are a tower of 3x3 convs (the last two with stride 2, so 24x24 frames end at 6x6),
 flattened rather than pooled: in a small grid world the action shows up as *where* the agent
-moved or turned, which global pooling would blur. Neither holds RNG state or dropout.
+moved or turned, which global pooling would blur. Neither holds RNG state or dropout. Their
+nonlinearity is `activation` (a jaxml/models/activations.py spec; default swish:1.0, SiLU).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from jaxml.models import activations
 
 # (width multiplier, stride) of each conv in the tower.
 TOWER = ((1, 1), (2, 2), (2, 2))
@@ -42,7 +45,9 @@ class InverseDynamics(nnx.Module):
   """p(a_t | o_t, o_{t+1}): conv tower over [o_t, o_{t+1}, o_{t+1} - o_t], then an MLP."""
 
   def __init__(self, frame_shape=(24, 24, 3), num_actions: int = 7, width: int = 32,
-               hidden: int = 128, *, rngs: nnx.Rngs):
+               hidden: int = 128, *, activation: activations.Activation = activations.SILU,
+               rngs: nnx.Rngs):
+    self.activation = activation  # static: nnx.split keeps it in the graphdef
     channels = frame_shape[-1]
     # The explicit difference channel makes "what changed" linear in the input, which a
     # first-layer conv would otherwise have to learn from the two frames.
@@ -54,8 +59,8 @@ class InverseDynamics(nnx.Module):
     del train  # No layer behaves differently in training.
     x = jnp.concatenate([frame_t, frame_next, frame_next - frame_t], axis=-1)
     for conv in self.convs:
-      x = jax.nn.silu(conv(x))
-    x = jax.nn.silu(self.dense(x.reshape(x.shape[0], -1)))
+      x = self.activation(conv(x))
+    x = self.activation(self.dense(x.reshape(x.shape[0], -1)))
     return self.head(x)
 
 
@@ -63,7 +68,10 @@ class BCPolicy(nnx.Module):
   """p(a | o, text): conv tower with FiLM from the pooled text after every conv, then an MLP."""
 
   def __init__(self, frame_shape=(24, 24, 3), num_actions: int = 7, text_width: int = 64,
-               width: int = 32, hidden: int = 128, *, rngs: nnx.Rngs):
+               width: int = 32, hidden: int = 128, *,
+               activation: activations.Activation = activations.SILU,
+               rngs: nnx.Rngs):
+    self.activation = activation  # static: nnx.split keeps it in the graphdef
     self.convs = _convs(frame_shape[-1], width, rngs)
     self.films = nnx.List([nnx.Linear(text_width, 2 * mult * width, rngs=rngs)
                            for mult, _ in TOWER])
@@ -76,6 +84,6 @@ class BCPolicy(nnx.Module):
     for conv, film in zip(self.convs, self.films):
       scale, shift = jnp.split(film(text_pooled)[:, None, None, :], 2, axis=-1)
       # (1 + scale) so a zero text embedding leaves the visual features as they are.
-      x = jax.nn.silu(conv(x) * (1.0 + scale) + shift)
-    x = jax.nn.silu(self.dense(x.reshape(x.shape[0], -1)))
+      x = self.activation(conv(x) * (1.0 + scale) + shift)
+    x = self.activation(self.dense(x.reshape(x.shape[0], -1)))
     return self.head(x)

@@ -1,6 +1,7 @@
 """Multi-layer perceptron on flattened inputs.
 
-Config fields (all optional): `hidden`, a tuple of hidden widths (default (256, 256)).
+Config fields (all optional): `hidden`, a tuple of hidden widths (default (256, 256));
+`activation`, a spec of jaxml/models/activations.py (default "relu").
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import jax
 import ml_collections
 
 from jaxml.errors import ConfigError
+from jaxml.models import activations
 
 
 class MLP(nnx.Module):
-  """Flatten -> [Linear -> relu] * len(hidden) -> head."""
+  """Flatten -> [Linear -> activation] * len(hidden) -> head."""
 
   def __init__(
       self,
@@ -24,8 +26,10 @@ class MLP(nnx.Module):
       hidden: Sequence[int],
       num_classes: int,
       *,
+      activation: activations.Activation = activations.RELU,
       rngs: nnx.Rngs,
   ):
+    self.activation = activation  # static: nnx.split keeps it in the graphdef
     widths = [in_features, *hidden]
     self.layers = nnx.List(
         [nnx.Linear(w_in, w_out, rngs=rngs) for w_in, w_out in zip(widths[:-1], widths[1:])]
@@ -38,7 +42,7 @@ class MLP(nnx.Module):
     del train  # No layer behaves differently in training.
     x = x.reshape(x.shape[0], -1)
     for layer in self.layers:
-      x = jax.nn.relu(layer(x))
+      x = self.activation(layer(x))
     return x
 
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -55,4 +59,5 @@ def create(
   hidden = tuple(int(w) for w in model_config.get("hidden", (256, 256)))
   if any(w <= 0 for w in hidden):
     raise ConfigError(f"mlp hidden widths must be positive, got {hidden}")
-  return MLP(math.prod(input_shape), hidden, num_classes, rngs=rngs)
+  return MLP(math.prod(input_shape), hidden, num_classes,
+             activation=activations.from_config(model_config), rngs=rngs)

@@ -13,6 +13,8 @@ Config fields (all optional):
   width: channels of the first stage (default 64); stages use width * (1, 2, 4, 8).
   zero_init_residual: start the last norm scale of each residual block at zero, so every
     block begins as the identity (Goyal et al. 2017). Default False, as torchvision.
+  activation: a spec of jaxml/models/activations.py, used wherever torchvision has a ReLU
+    (default "relu").
 
 Convolutions have no bias (the norm that follows has one) and He-normal (fan_out) kernels;
 padding is explicit (k // 2) rather than "SAME" so strided convs see the same pixels as in
@@ -30,6 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxml.errors import ConfigError
+from jaxml.models import activations
 
 # depth -> (block kind, blocks per stage)
 DEPTHS = {
@@ -101,13 +104,15 @@ class Shortcut(nnx.Module):
 
 
 class BasicBlock(nnx.Module):
-  """conv3x3 -> norm -> relu -> conv3x3 -> norm, plus the shortcut, then relu."""
+  """conv3x3 -> norm -> act -> conv3x3 -> norm, plus the shortcut, then act."""
 
   expansion = 1
 
   def __init__(
-      self, c_in: int, planes: int, stride: int, norm: str, zero_init: bool, *, rngs: nnx.Rngs
+      self, c_in: int, planes: int, stride: int, norm: str, zero_init: bool, *,
+      activation: activations.Activation, rngs: nnx.Rngs
   ):
+    self.activation = activation  # static: nnx.split keeps it in the graphdef
     self.conv1 = conv(c_in, planes, 3, stride, rngs=rngs)
     self.norm1 = norm_layer(norm, planes, rngs=rngs)
     self.conv2 = conv(planes, planes, 3, rngs=rngs)
@@ -116,10 +121,10 @@ class BasicBlock(nnx.Module):
     self.shortcut = Shortcut(c_in, planes, stride, norm, rngs=rngs) if needs_projection else None
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    y = jax.nn.relu(normalize(self.norm1, self.conv1(x), train))
+    y = self.activation(normalize(self.norm1, self.conv1(x), train))
     y = normalize(self.norm2, self.conv2(y), train)
     residual = x if self.shortcut is None else self.shortcut(x, train=train)
-    return jax.nn.relu(y + residual)
+    return self.activation(y + residual)
 
 
 class Bottleneck(nnx.Module):
@@ -128,8 +133,10 @@ class Bottleneck(nnx.Module):
   expansion = 4
 
   def __init__(
-      self, c_in: int, planes: int, stride: int, norm: str, zero_init: bool, *, rngs: nnx.Rngs
+      self, c_in: int, planes: int, stride: int, norm: str, zero_init: bool, *,
+      activation: activations.Activation, rngs: nnx.Rngs
   ):
+    self.activation = activation  # static: nnx.split keeps it in the graphdef
     c_out = planes * self.expansion
     self.conv1 = conv(c_in, planes, 1, rngs=rngs)
     self.norm1 = norm_layer(norm, planes, rngs=rngs)
@@ -141,11 +148,11 @@ class Bottleneck(nnx.Module):
     self.shortcut = Shortcut(c_in, c_out, stride, norm, rngs=rngs) if needs_projection else None
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    y = jax.nn.relu(normalize(self.norm1, self.conv1(x), train))
-    y = jax.nn.relu(normalize(self.norm2, self.conv2(y), train))
+    y = self.activation(normalize(self.norm1, self.conv1(x), train))
+    y = self.activation(normalize(self.norm2, self.conv2(y), train))
     y = normalize(self.norm3, self.conv3(y), train)
     residual = x if self.shortcut is None else self.shortcut(x, train=train)
-    return jax.nn.relu(y + residual)
+    return self.activation(y + residual)
 
 
 class ResNet(nnx.Module):
@@ -161,6 +168,7 @@ class ResNet(nnx.Module):
       norm: str = "batch",
       width: int = 64,
       zero_init_residual: bool = False,
+      activation: activations.Activation = activations.RELU,
       rngs: nnx.Rngs,
   ):
     if depth not in DEPTHS:
@@ -174,6 +182,7 @@ class ResNet(nnx.Module):
     kind, stage_sizes = DEPTHS[depth]
     block = BasicBlock if kind == "basic" else Bottleneck
 
+    self.activation = activation  # static: nnx.split keeps it in the graphdef
     self.imagenet_stem = stem == "imagenet"
     kernel, stride = (7, 2) if self.imagenet_stem else (3, 1)
     self.stem_conv = conv(in_channels, width, kernel, stride, rngs=rngs)
@@ -186,14 +195,15 @@ class ResNet(nnx.Module):
       for index in range(num_blocks):
         # The first block of every stage but the first halves the resolution.
         stride = 2 if stage > 0 and index == 0 else 1
-        blocks.append(block(c_in, planes, stride, norm, zero_init_residual, rngs=rngs))
+        blocks.append(block(c_in, planes, stride, norm, zero_init_residual,
+                            activation=activation, rngs=rngs))
         c_in = planes * block.expansion
     self.blocks = nnx.List(blocks)
     self.feature_dim = c_in
     self.head = nnx.Linear(c_in, num_classes, rngs=rngs)
 
   def features(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    x = jax.nn.relu(normalize(self.stem_norm, self.stem_conv(x), train))
+    x = self.activation(normalize(self.stem_norm, self.stem_conv(x), train))
     if self.imagenet_stem:
       # Padding with -inf (what max_pool pads with) matches PyTorch's MaxPool2d(3, 2, 1).
       x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -222,5 +232,6 @@ def create(
       norm=model_config.get("norm", "batch"),
       width=int(model_config.get("width", 64)),
       zero_init_residual=bool(model_config.get("zero_init_residual", False)),
+      activation=activations.from_config(model_config),
       rngs=rngs,
   )

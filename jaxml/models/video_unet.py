@@ -26,6 +26,9 @@ not depend on the token contents, rather than a uniform average of garbage.
 unfolds the output at the end: with BabyAI's 4-pixel tiles and p = 4 the network works on the
 6 x 6 grid of cells, 16x cheaper than on pixels (what makes CPU training feasible).
 
+Every nonlinearity is `activation` (a jaxml/models/activations.py spec, default swish:1.0,
+i.e. SiLU); the text encoder's is its own.
+
 The output conv is zero-initialised (common diffusion practice): the first forward pass
 returns zeros, and the loss gradient still reaches every layer through it.
 
@@ -44,6 +47,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxml.errors import ConfigError
+from jaxml.models import activations
 
 TEMPORAL_KINDS = ("attention", "conv", None)
 
@@ -76,10 +80,11 @@ def num_groups(channels: int) -> int:
 
 
 class ResBlock(nnx.Module):
-  """GN -> SiLU -> conv -> GN -> FiLM(emb) -> SiLU -> dropout -> conv, plus a skip; per frame."""
+  """GN -> act -> conv -> GN -> FiLM(emb) -> act -> dropout -> conv, plus a skip; per frame."""
 
   def __init__(self, in_channels: int, out_channels: int, emb_dim: int, dropout: float, *,
-               rngs: nnx.Rngs):
+               activation: activations.Activation = activations.SILU, rngs: nnx.Rngs):
+    self.activation = activation  # static: nnx.split keeps it in the graphdef
     self.norm1 = nnx.GroupNorm(in_channels, num_groups(in_channels), rngs=rngs)
     self.conv1 = nnx.Conv(in_channels, out_channels, (3, 3), rngs=rngs)
     self.film = nnx.Linear(emb_dim, 2 * out_channels, rngs=rngs)
@@ -91,10 +96,10 @@ class ResBlock(nnx.Module):
 
   def __call__(self, x, emb, *, train: bool, rngs):
     """x [N, H, W, Cin], emb [N, E] (N = B·T) -> [N, H, W, Cout]."""
-    h = self.conv1(jax.nn.silu(self.norm1(x)))
-    scale, shift = jnp.split(self.film(jax.nn.silu(emb))[:, None, None, :], 2, axis=-1)
+    h = self.conv1(self.activation(self.norm1(x)))
+    scale, shift = jnp.split(self.film(self.activation(emb))[:, None, None, :], 2, axis=-1)
     h = self.norm2(h) * (1.0 + scale) + shift
-    h = self.dropout(jax.nn.silu(h), deterministic=not train, rngs=rngs)
+    h = self.dropout(self.activation(h), deterministic=not train, rngs=rngs)
     h = self.conv2(h)
     return h + (x if self.skip is None else self.skip(x))
 
@@ -119,14 +124,16 @@ class TemporalAttention(nnx.Module):
 class TemporalConv(nnx.Module):
   """Pre-norm residual 1D conv (kernel 3, zero-padded) over T at each (b, h, w)."""
 
-  def __init__(self, channels: int, *, rngs: nnx.Rngs):
+  def __init__(self, channels: int, *, activation: activations.Activation = activations.SILU,
+               rngs: nnx.Rngs):
+    self.activation = activation  # static: nnx.split keeps it in the graphdef
     self.norm = nnx.LayerNorm(channels, rngs=rngs)
     self.conv = nnx.Conv(channels, channels, (3,), rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     b, t, h, w, c = x.shape
     seq = jnp.moveaxis(x, 1, 3).reshape(b * h * w, t, c)
-    seq = seq + self.conv(jax.nn.silu(self.norm(seq)))
+    seq = seq + self.conv(self.activation(self.norm(seq)))
     return jnp.moveaxis(seq.reshape(b, h, w, t, c), 3, 1)
 
 
@@ -158,7 +165,8 @@ class VideoUNet(nnx.Module):
                width: int = 32, mults: Sequence[int] = (1, 2), blocks: int = 1,
                num_heads: int = 4, temporal: str | None = "attention",
                text_cross_attention: bool = True, dropout: float = 0.0, max_frames: int = 16,
-               patch_size: int = 1, *, rngs: nnx.Rngs):
+               patch_size: int = 1, *, activation: activations.Activation = activations.SILU,
+               rngs: nnx.Rngs):
     if temporal not in TEMPORAL_KINDS:
       raise ConfigError(f"temporal must be one of {TEMPORAL_KINDS}, got {temporal!r}")
     if width <= 0 or blocks <= 0 or not mults or min(mults) <= 0 or cond_channels < 0:
@@ -169,6 +177,7 @@ class VideoUNet(nnx.Module):
       raise ConfigError(f"width {width} must be even and every level width {widths} "
                         f"divisible by num_heads={num_heads}")
     self.frame_channels = frame_channels
+    self.activation = activation  # static: nnx.split keeps it in the graphdef
     self.cond_channels = cond_channels
     self.text_cross_attention = text_cross_attention
     self.temporal = temporal
@@ -192,12 +201,13 @@ class VideoUNet(nnx.Module):
                             rngs=rngs)
 
     def block(c_in, c_out):
-      return ResBlock(c_in, c_out, emb_dim, dropout, rngs=rngs)
+      return ResBlock(c_in, c_out, emb_dim, dropout, activation=activation, rngs=rngs)
 
     def mixer(c):
       if temporal == "attention":
         return TemporalAttention(c, num_heads, rngs=rngs)
-      return TemporalConv(c, rngs=rngs) if temporal == "conv" else None
+      return (TemporalConv(c, activation=activation, rngs=rngs) if temporal == "conv"
+              else None)
 
     # Down path: `skips` tracks the channels of every tensor pushed for the up path.
     down_blocks, down_mixers, downsamplers, skips = [], [], [], [widths[0]]
@@ -267,7 +277,7 @@ class VideoUNet(nnx.Module):
   def embedding(self, t, text_pooled, frames: int) -> jax.Array:
     """[B, T, E]: timestep + pooled text + frame index, what every ResBlock's FiLM reads."""
     temb = timestep_embedding(1000.0 * t, self.width)  # t in [0, 1]: spread the frequencies
-    temb = self.time_out(jax.nn.silu(self.time_in(temb)))
+    temb = self.time_out(self.activation(self.time_in(temb)))
     emb = temb + self.text_proj(text_pooled)
     return emb[:, None, :] + self.frame_position[...][None, :frames]
 
@@ -320,5 +330,5 @@ class VideoUNet(nnx.Module):
         x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # nearest-neighbour x2
         x = self.upsamplers[self.levels - 1 - level](x)
 
-    x = depth_to_space(self.conv_out(jax.nn.silu(self.norm_out(x))), self.patch_size)
+    x = depth_to_space(self.conv_out(self.activation(self.norm_out(x))), self.patch_size)
     return x.reshape(b, frames, h, w, self.frame_channels)

@@ -12,6 +12,7 @@ from flax import nnx
 
 from jaxml.errors import ConfigError
 from jaxml.models.inverse_dynamics import BCPolicy, InverseDynamics
+from jaxml.models import activations
 from jaxml.models.video_unet import VideoUNet
 
 TEXT = 8  # text width of the tiny models
@@ -250,3 +251,15 @@ def test_patched_unet_denoises_pixels_through_cells():
   assert diff[:4, :4].min() > 0  # every pixel of the changed cell responds
   with pytest.raises(ValueError, match="divisible"):
     model(**_inputs(frames=2, h=22, w=24))
+
+
+def test_activation_is_taken_from_the_constructor():
+  """The default is SiLU (swish:1.0); another spec changes every nonlinearity (issue 18)."""
+  default = _unet(temporal="conv")
+  assert default.activation == activations.parse("swish:1.0") == activations.SILU
+  assert default.down_mixers[0].activation == default.activation
+  smooth = _unet(temporal="conv", activation=activations.parse("smelu:1.0"))
+  assert all(block.activation == smooth.activation for block in smooth.down_blocks)
+  inputs = _inputs()
+  out, reference = _apply(smooth, inputs), _apply(default, inputs)
+  assert np.all(np.isfinite(out)) and not np.array_equal(out, reference)
