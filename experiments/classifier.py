@@ -93,5 +93,5 @@ def get_config(arg=None):
     c.model = ml_collections.ConfigDict({"name": opts.model, "num_classes": 0})
   # Every variant's model takes it; declared here so --config.model.activation=smelu:0.5
   # parses (a spec of jaxml/models/activations.py).
-  c.model.activation = "relu"
+  c.model.activation = ""  # "": the model's own (relu for mlp, cnn and resnet)
   return c

@@ -74,7 +74,7 @@ def get_config(arg=None):
       {"patch_size": 5, "width": width, "depth": depth, "num_heads": heads, "context": 4,
        # True: condition each window on its first return only (the released MGDT model)
        "single_return_token": False,
-       "activation": "gelu"})  # a spec of jaxml/models/activations.py
+       "activation": ""})  # a spec of jaxml/models/activations.py; "": gelu
   # Returns-to-go in unit bins over [low, high]: MinAtar rewards are integers.
   c.returns = ml_collections.ConfigDict({"low": 0.0, "high": 170.0, "num_bins": 170})
   c.batch_size = 64

@@ -77,6 +77,6 @@ def get_config(arg=None):
     if method != "ce":
       c.supcon.projection_hidden = 2048
     c.log_every, c.eval_every, c.checkpoint_every = 100, 5000, 2000
-  c.model.activation = "relu"  # a spec of jaxml/models/activations.py
+  c.model.activation = ""  # a spec of jaxml/models/activations.py; "": relu
 
   return c

@@ -79,7 +79,7 @@ def get_config(arg=None):
       "bc": {"width": 32, "hidden": 128},
       # The U-Nets', inverse dynamics' and BC policy's nonlinearity (a spec of
       # jaxml/models/activations.py); swish:1.0 is SiLU. The text encoder keeps GELU.
-      "activation": "swish:1.0",
+      "activation": "",  # "": swish:1.0
   })
   c.ema_decay = 0.998
   c.batch_size = 32

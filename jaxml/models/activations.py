@@ -186,7 +186,10 @@ def parse(spec: str) -> Activation:
 
 
 def rule(spec) -> str | None:
-  """A `jaxml.core.checks` rule: None for a good spec, else what it must be."""
+  """A `jaxml.core.checks` rule: None for a good spec ("" too: the model's own), else what it
+  must be."""
+  if spec == "":
+    return None
   try:
     _parse(spec)
   except ConfigError as error:
@@ -208,6 +211,8 @@ SILU = Activation("swish", (1.0,))
 
 
 def from_config(model_config, default: Activation = RELU) -> Activation:
-  """The activation `model_config.activation` names (`default` where it has none)."""
+  """The activation `model_config.activation` names; `default`, the model's own, where it is
+  "" or absent. Configs declare "" so that a run started before the key existed (its
+  config.json lacks it) is the same config, and resumes."""
   spec = model_config.get("activation", None)
-  return default if spec is None else parse(spec)
+  return default if not spec else parse(spec)

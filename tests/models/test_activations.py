@@ -225,7 +225,7 @@ def _abstract_unipi(config, frame_shape):
 
 def test_unipi_models_default_to_silu_and_read_model_activation():
   config = unipi_config.get_config("smoke")
-  assert config.model.activation == "swish:1.0"
+  assert config.model.activation == ""  # the model's own: SiLU
   frame_shape = (24, 24, 3)
   assert _abstract_unipi(config, frame_shape).inverse.activation == activations.SILU
   del config.model["activation"]  # a config written before the key existed: still SiLU
@@ -242,7 +242,7 @@ def test_unipi_models_default_to_silu_and_read_model_activation():
 
 def test_decision_transformer_reads_model_activation():
   config = mgdt_config.get_config("smoke")
-  assert config.model.activation == "gelu"
+  assert config.model.activation == ""  # the model's own: GELU
   config.model.activation = "smelu:0.5"
   mgdt.check_config(config)
   model = mgdt.make_model(config, nnx.Rngs(0))
@@ -264,9 +264,9 @@ def test_config_checks_refuse_a_bad_activation(check, get_config, variant):
     check(config)
 
 
-def test_every_classifier_variant_declares_relu():
+def test_every_classifier_variant_declares_the_models_own():
   variants = ("smoke", "cifar10", "adult", "smoke,model=cnn")
-  assert [classifier_config.get_config(v).model.activation for v in variants] == ["relu"] * 4
+  assert [classifier_config.get_config(v).model.activation for v in variants] == [""] * 4
 
 
 @pytest.mark.parametrize("path", ["experiments/classifier.py:smoke", "experiments/supcon.py:smoke",
@@ -291,3 +291,17 @@ def test_command_line_override_parses_and_is_checked(path):
     else:
       with pytest.raises(ConfigError, match=r"^model\.activation='smelu:-0.5' .*beta must be > 0"):
         check(config)
+
+
+def test_a_run_from_before_the_key_existed_is_the_same_config(tmp_path):
+  # Its config.json has no model.activation; the declared "" (the model's own) is no change,
+  # so the run resumes instead of being refused as another config.
+  from jaxml.core import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  config = classifier_config.get_config("smoke")
+  old = config.copy_and_resolve_references()
+  del old.model["activation"]
+  workdir_lib.write_config(str(tmp_path), old)
+  workdir_lib.check_same_config(str(tmp_path), config)
+  config.model.activation = "smelu:1.0"
+  with pytest.raises(ConfigError, match="activation"):
+    workdir_lib.check_same_config(str(tmp_path), config)
