@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from jaxml.errors import ConfigError
 
+
 def relu(x: jax.Array) -> jax.Array:
   return jax.nn.relu(x)
 
