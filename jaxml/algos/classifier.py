@@ -33,7 +33,9 @@ MODEL_RULES = {
     "model.pool": checks.one_of(*cnn.POOLS), "model.hidden": checks.each(checks.count()),
     "model.depth": checks.one_of(*sorted(resnet.DEPTHS)), "model.stem": checks.one_of(
         *resnet.STEMS), "model.norm": checks.one_of(*resnet.NORMS), "model.width": checks.count(),
-    "model.zero_init_residual": checks.flag, "model.activation": activations.rule}
+    "model.zero_init_residual": checks.flag, "model.activation": activations.rule,
+    "model.vocab": checks.count(), "model.embed_dim": checks.count(),
+    "model.layer_norm": checks.flag}
 RULES = {
     **MODEL_RULES, **augment.RULES,
     "label_smoothing": checks.in_range(0, 1, open_high=True),  # 1 would ignore the labels
