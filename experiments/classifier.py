@@ -122,6 +122,9 @@ def get_config(arg=None):
   if opts.model:
     if opts.model not in ("mlp", "cnn"):
       raise ConfigError(f"variant option model={opts.model!r}: choose mlp or cnn")
+    if opts.clicklog:  # hashed ids are categories: only the recommender embeds them
+      raise ConfigError(f"variant option model={opts.model!r} does not combine with clicklog "
+                        "(its ids need the recommender's embeddings)")
     c.model = ml_collections.ConfigDict({"name": opts.model, "num_classes": 0})
   # Every variant's model takes it; declared here so --config.model.activation=smelu:0.5
   # parses (a spec of jaxml/models/activations.py).

@@ -92,3 +92,10 @@ def test_smoke_run_beats_the_base_rate_and_reports_the_bayes_gap(tmp_path):
   model = summary["eval/loss"]  # mean softmax cross-entropy over 2 classes: the log loss
   print(f"test log loss: model {model:.4f}, constant {constant:.4f}, Bayes {bayes:.4f}")
   assert bayes < model < constant - 0.01
+
+
+def test_clicklog_variant_refuses_a_model_that_cannot_embed_ids():
+  from experiments import classifier as classifier_config  # pylint: disable=import-outside-toplevel
+  from jaxml.errors import ConfigError  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ConfigError, match="does not combine with clicklog"):
+    classifier_config.get_config("clicklog,model=mlp")
