@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -130,3 +131,12 @@ def assert_config_and_headline(experiment, proc, workdir):
   for name, printed in headline.items():
     assert printed == f"{summary[name]:.4f}", (name, proc.stdout[-3000:])
   assert f"outputs: {workdir} (" in proc.stdout
+
+
+def load_benchmark(name: str):
+  """The module `benchmarks/<name>.py`, imported from its file (benchmarks is no package)."""
+  spec = importlib.util.spec_from_file_location(
+      f"{name}_benchmark", os.path.join(REPO, "benchmarks", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

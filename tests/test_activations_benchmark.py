@@ -2,23 +2,13 @@
 ReLU), and where torch is installed every cross-check against PyTorch is within tolerance
 (1e-6; GELU's gradient 1e-5, see the benchmark's docstring). torch is not a test dependency."""
 
-import importlib.util
 import math
-import os
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_benchmark():
-  spec = importlib.util.spec_from_file_location(
-      "activations_benchmark", os.path.join(REPO, "benchmarks", "activations.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from tests.launch_utils import load_benchmark
 
 
 def test_quick_run_times_every_activation_and_agrees_with_torch(capsys):
-  benchmark = load_benchmark()
+  benchmark = load_benchmark("activations")
   result = benchmark.main(["--quick"])
   rows = {r["activation"]: r for r in result["timings"]}
   assert set(rows) == set(benchmark.SPECS)

@@ -1,22 +1,12 @@
 """`benchmarks/fairness.py --quick`: jaxml's exact post-processing is at least as accurate as
 fairlearn's grid search, and meets the constraint at least as tightly, on every case."""
 
-import importlib.util
-import os
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_benchmark():
-  spec = importlib.util.spec_from_file_location(
-      "fairness_benchmark", os.path.join(REPO, "benchmarks", "fairness.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from tests.launch_utils import load_benchmark
 
 
 def test_quick_run_jaxml_at_least_as_accurate_and_as_fair_as_fairlearn(capsys):
-  rows = load_benchmark().main(["--quick"])
+  rows = load_benchmark("fairness").main(["--quick"])
   assert {(r["n"], r["groups"], r["constraint"]) for r in rows} == {
       (n, g, c) for n in (1000, 10000) for g in (2, 4)
       for c in ("equal_opportunity", "equalized_odds", "demographic_parity")}

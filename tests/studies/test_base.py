@@ -1,7 +1,6 @@
 """The study protocol: loaded by name, every setting checked before anything trains, and the
 benchmark command lines answer bad settings with one line and exit 2."""
 
-import importlib.util
 import os
 
 import ml_collections
@@ -9,7 +8,7 @@ import pytest
 
 from jaxml.errors import ConfigError
 from jaxml.studies import base, mgdt, run_study, unipi
-from tests.launch_utils import REPO
+from tests.launch_utils import load_benchmark
 
 
 def test_studies_are_loaded_by_name(tmp_path):
@@ -42,10 +41,7 @@ def test_bad_settings_fail_before_anything_trains(module, overrides, message, tm
 def test_benchmark_command_lines_exit_2_on_bad_settings(script, study, tmp_path, capsys,
                                                         never_trains):
   del never_trains
-  spec = importlib.util.spec_from_file_location(
-      script, os.path.join(REPO, "benchmarks", f"{script}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = load_benchmark(script)
   with pytest.raises(SystemExit) as exit_info:
     module.main(["--out", str(tmp_path), "--studies", "nothing"])
   assert exit_info.value.code == 2
