@@ -109,6 +109,9 @@ def train() -> None:
   # disk); the launcher reports the fault itself, in one line. (Set here: absl resets its
   # logger's level when app.run parses the flags.)
   std_logging.getLogger("absl").setLevel(std_logging.CRITICAL)
+  # Likewise asyncio's "Task exception was never retrieved" for a write that failed in the
+  # same fault, whenever the task happens to be garbage-collected.
+  std_logging.getLogger("asyncio").addFilter(_not_a_storage_fault)
   # Imports after flag parsing so `--help` and bad flags answer without loading JAX.
   import jax  # pylint: disable=import-outside-toplevel
   from jaxml import runner  # pylint: disable=import-outside-toplevel
@@ -192,6 +195,14 @@ def stopped_line(stop) -> str:
   elif stop.phase in ("training", "final evaluation"):
     parts.append("no checkpoint saved yet")
   return "; ".join(parts + ["run the same command again to resume"])
+
+
+def _not_a_storage_fault(record: std_logging.LogRecord) -> bool:
+  """Logging filter: False for a record whose exception is a storage fault (the launcher
+  reports that fault itself, once)."""
+  from jaxml.core import files  # pylint: disable=import-outside-toplevel
+  err = record.exc_info[1] if record.exc_info else None
+  return err is None or files.storage_fault(err) is None
 
 
 def _report(summary: dict) -> None:

@@ -7,8 +7,11 @@ the real unwritable workdir needs root (the launcher runs as `nobody`, since roo
 anywhere).
 """
 
+import asyncio
 import errno
+import gc
 import json
+import logging
 import os
 import pathlib
 import shutil
@@ -139,6 +142,38 @@ def test_real_disk_full_exits_3_in_one_line_and_the_rerun_with_space_resumes(
   assert final_metrics(workdir) == metrics
   rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]  # every line whole again
   assert rows[-1]["step"] == NUM_STEPS
+
+
+def _unretrieved_task_failure(err: Exception) -> None:
+  """A task that raised `err` and is garbage-collected without anyone reading its exception:
+  asyncio then logs "Task exception was never retrieved" (as orbax's failed writes do)."""
+  async def write():
+    raise err
+  loop = asyncio.new_event_loop()
+  try:
+    task = loop.create_task(write())
+    loop.run_until_complete(asyncio.sleep(0))
+    del task
+    gc.collect()
+  finally:
+    loop.close()
+
+
+def test_the_launcher_silences_asyncio_only_for_a_storage_fault(caplog):
+  from launch.main import _not_a_storage_fault  # pylint: disable=import-outside-toplevel
+  logger = logging.getLogger("asyncio")
+  logger.addFilter(_not_a_storage_fault)
+  try:
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+      _unretrieved_task_failure(ValueError(
+          "RESOURCE_EXHAUSTED: Failed to write 775 bytes to file 9: No space left on device "
+          "[os_error_code='28']"))
+      assert not caplog.records  # the launcher reports this fault itself, in one line
+      _unretrieved_task_failure(ValueError("a bug in a background write"))
+      (record,) = caplog.records  # anything else is still logged
+      assert "never retrieved" in record.getMessage()
+  finally:
+    logger.removeFilter(_not_a_storage_fault)
 
 
 AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
