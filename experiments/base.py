@@ -37,6 +37,11 @@ def get_config(*, seed: int = 0, smoke: bool = False) -> ml_collections.ConfigDi
   c.progress = True  # a progress bar on the chief host
   # A linear head fitted on frozen features after training (algorithms with features).
   c.linear_probe = ml_collections.ConfigDict({"enabled": False, "l2": 1e-4})
+  # R >= 2 replicas of this config trained side by side in one jitted step, differing only
+  # in `vary` ("" all of init,order,keys; "none": bit-identical), their prediction difference
+  # logged with every eval; window > 0 varies the order only within windows of that many
+  # examples. See jaxml/training/replicas.py. count 0: one model.
+  c.replicas = ml_collections.ConfigDict({"count": 0, "vary": "", "window": 0})
 
   if smoke:
     c.batch_size = 64

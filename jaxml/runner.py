@@ -11,6 +11,7 @@ again with `jaxml.trained.load`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import importlib
 import os
@@ -20,7 +21,7 @@ import jax
 
 from jaxml import algos as _algos
 from jaxml.algos.base import Algorithm
-from jaxml.core import checks, files, lock
+from jaxml.core import checks, files, lock, rng
 from jaxml.core import mesh as mesh_lib
 from jaxml.core.checkpoint import Checkpointer, warm_start
 from jaxml.core import workdir as workdir_lib
@@ -32,13 +33,14 @@ from jaxml.training.data import prepare_data
 from jaxml.training.evaluate import evaluate, linear_probe
 from jaxml.training.memory import check_batch_memory
 from jaxml.training.loop import train_loop
-from jaxml.training.steps import Steps
+from jaxml.training import replicas
+from jaxml.training.steps import Steps, skip_nonfinite
 
 NONFINITE_MODES = ("stop", "skip")
 # What the runner and the loop read; experiments/base.py defines them all.
 RUNNER_SETTINGS = ("seed", "num_devices", "batch_size", "eval_batch_size", "num_steps",
                    "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                   "init_from", "nonfinite", "progress", "linear_probe", "data")
+                   "init_from", "nonfinite", "progress", "linear_probe", "data", "replicas")
 
 
 def run(config, workdir: str) -> dict:
@@ -91,9 +93,9 @@ def train(config, workdir: str, signals: Signals, progress: Progress) -> dict:
   # Every clean-up step runs even when one before it fails (a full disk fails several).
   with jax.set_mesh(mesh), contextlib.ExitStack() as cleanup:
     # Made replicated on the mesh (every host) so the loop never transfers a key.
-    init_key, train_key = jax.jit(lambda: tuple(jax.random.split(jax.random.key(config.seed))),
+    init_key, train_key = jax.jit(lambda: rng.run_keys(config.seed),
                                   out_shardings=mesh_lib.replicated(mesh))()
-    steps = Steps.build(algorithm, mesh, config.nonfinite)
+    steps = Steps.build(algorithm, mesh)
     checkpointer = Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     cleanup.callback(checkpointer.close)
     cleanup.callback(progress.note_saved, checkpointer)
@@ -182,7 +184,9 @@ def storage_faults(workdir: str):
 
 def build_algorithm(config, dataset) -> Algorithm:
   """`jaxml.algos.<config.algo>.build(config, dataset)`: the config checked against the
-  data and the algorithm's shared set-up done, before anything compiles."""
+  data and the algorithm's shared set-up done, before anything compiles; then its train step
+  guarded against non-finite updates (`nonfinite=skip`) and the whole trained as R replicas
+  side by side (`replicas`), in that order, so a replica's bad update skips only its own."""
   weight = dataset.task.weight
   if weight is not None:  # no algorithm's loss weights examples: training would ignore them
     raise ConfigError(f"data set {dataset.name!r} has example weights (field {weight!r}), "
@@ -191,7 +195,10 @@ def build_algorithm(config, dataset) -> Algorithm:
   if not isinstance(algorithm, Algorithm):
     raise TypeError(f"jaxml.algos.{config.algo}.build returned {type(algorithm).__name__}, "
                     "not a jaxml.algos.base.Algorithm")
-  return algorithm
+  if config.get("nonfinite") == "skip":
+    algorithm = dataclasses.replace(algorithm, train_step=skip_nonfinite(algorithm.train_step))
+  return replicas.replicate(algorithm, replicas.spec(config), seed=config.seed,
+                            batch_size=config.batch_size, num_train=len(dataset.train))
 
 
 def load_algo(name: str):
@@ -227,6 +234,7 @@ def require_settings(config) -> None:
       "nonfinite": checks.one_of(*NONFINITE_MODES), "progress": checks.flag,
       "linear_probe.enabled": checks.flag, "linear_probe.l2": checks.non_negative,
       "data.prefetch": checks.count(0)})
+  replicas.spec(config)
 
 
 def check_config(config, mesh) -> None:

@@ -33,6 +33,10 @@ Functions and what the runner does with them:
 - `final_metrics(state) -> {name: float}` (optional): computed once after training, on the
   host (e.g. play in the environments); logged as the last row and kept in the summary.
 - `headline`: the metric names the launcher prints at the end of a run.
+- `replicas`: set by the runner, never by an algorithm: R >= 2 when the config's `replicas`
+  block wraps the algorithm to train R replicas side by side (`jaxml.training.replicas`,
+  which says what then changes: a replica axis on the state, [B, R, ...] per-example
+  outputs); 0 otherwise.
 
 Fields of the batch are the data source's (`dataset.fields`); an algorithm names the ones it
 reads (its inputs and `target`), so the runner and the evaluators never spell a field.
@@ -82,3 +86,4 @@ class Algorithm:
   sampler: BatchSampler | None = None
   host_metrics: Callable[[int], dict[str, float]] | None = None
   final_metrics: Callable[[Any], dict[str, float]] | None = None
+  replicas: int = 0

@@ -11,6 +11,12 @@ import zlib
 import jax
 
 
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+  """(init key, train key) of the run with `seed`: the train key is folded with each step."""
+  init_key, train_key = jax.random.split(jax.random.key(seed))
+  return init_key, train_key
+
+
 def step_key(base_key: jax.Array, step) -> jax.Array:
   return jax.random.fold_in(base_key, step)
 

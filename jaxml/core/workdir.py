@@ -63,7 +63,7 @@ def check_same_config(workdir: str, config) -> None:
     raise ConfigError(f"{files.as_str(path)} is not JSON ({err}); restore it, or delete it to "
                       "resume with the config given") from None
   changed = [(key, a, b) for key, a, b in config_changes(old, config_json(config))
-             if not resumable(key) and not (a is _ABSENT and b in OFF)]
+             if not resumable(key) and not (a is _ABSENT and is_off(b))]
   if changed:
     shown = ", ".join(f"{key} {_show(a)}→{_show(b)}" for key, a, b in changed[:_SHOWN])
     more = f" and {len(changed) - _SHOWN} more" if len(changed) > _SHOWN else ""
@@ -71,6 +71,14 @@ def check_same_config(workdir: str, config) -> None:
         f"workdir {workdir} holds a run of another config ({shown}{more}); rerun it with the "
         f"config it was started with, use a new --workdir, or start one from its weights with "
         f"--config.init_from={workdir}. Only {', '.join(RESUMABLE)} may change on resume")
+
+
+def is_off(value: Any) -> bool:
+  """An OFF value, or a block (dict) of them: a new option, or a new block of options, whose
+  default leaves a run as it was before the option existed (0 counts, as 0 == False)."""
+  if isinstance(value, dict) and value:
+    return all(is_off(v) for v in value.values())
+  return value in OFF
 
 
 def config_changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:

@@ -30,13 +30,33 @@ def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 def batch_indices(seed: int, step: int, batch_size: int, n: int) -> np.ndarray:
   """Indices of the global training batch at `step`."""
-  positions = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+  return stream_indices(seed, np.arange(step * batch_size, (step + 1) * batch_size), n)
+
+
+def stream_indices(seed: int, positions: np.ndarray, n: int) -> np.ndarray:
+  """The examples at `positions` of the infinite stream of epochs in `seed`'s order."""
+  positions = positions.astype(np.int64)
   epochs = positions // n
-  out = np.empty(batch_size, np.int64)
+  out = np.empty(len(positions), np.int64)
   for epoch in np.unique(epochs):
     here = epochs == epoch
     out[here] = epoch_order(seed, int(epoch), n)[positions[here] % n]
   return out
+
+
+def windowed_batch_indices(seed: int, replica: int, step: int, batch_size: int, n: int,
+                           window: int) -> np.ndarray:
+  """`batch_indices` of the stream whose positions are permuted within consecutive blocks of
+  `window` (a permutation per (seed, replica, block)): replicas of one run that share its
+  order and differ only within each window, i.e. moderate shuffling."""
+  positions = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+  blocks = positions // window
+  moved = np.empty_like(positions)
+  for block in np.unique(blocks):
+    here = blocks == block
+    perm = np.random.default_rng([seed, replica, int(block)]).permutation(window)
+    moved[here] = block * window + perm[positions[here] % window]
+  return stream_indices(seed, moved, n)
 
 
 def host_slice(indices: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from jax.experimental import multihost_utils
 from jaxml.data.pipeline import eval_batches
 from jaxml.evaluators import linear_probe as probe_lib
 from jaxml.errors import ConfigError
+from jaxml.training import replicas
 
 
 def evaluate(steps, state, split, mesh, batch_size: int) -> dict[str, float]:
@@ -52,9 +53,15 @@ def collect_features(steps, state, split, mesh, batch_size: int):
 
 
 def linear_probe(steps, state, dataset, mesh, config) -> dict[str, float]:
-  """Fits a linear head on frozen features of the train split, scores it on the test split."""
+  """Fits a linear head on frozen features of the train split, scores it on the test split;
+  for replicas (features [N, R, D]), one head per replica: their mean, and each one's under
+  `probe/replica<r>/`."""
   train_x, train_y = collect_features(steps, state, dataset.train, mesh, config.eval_batch_size)
   test_x, test_y = collect_features(steps, state, dataset.test, mesh, config.eval_batch_size)
-  result = probe_lib.evaluate(train_x, train_y, test_x, test_y, dataset.num_classes,
-                              l2=float(config.linear_probe.l2))
-  return {f"probe/{k}": float(v) for k, v in result.items()}
+  fit = lambda train, test: {k: float(v) for k, v in probe_lib.evaluate(
+      train, train_y, test, test_y, dataset.num_classes,
+      l2=float(config.linear_probe.l2)).items()}
+  if not steps.algorithm.replicas:
+    return {f"probe/{k}": v for k, v in fit(train_x, test_x).items()}
+  each = [fit(train_x[:, r], test_x[:, r]) for r in range(steps.algorithm.replicas)]
+  return {f"probe/{k}": v for k, v in replicas.mean_and_each(each).items()}

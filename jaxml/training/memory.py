@@ -83,7 +83,8 @@ def check_batch_memory(config, fields: Mapping[str, Field], mesh) -> None:
   devices, processes = mesh.devices.size, jax.process_count()
   limit, host = device_bytes_limit(device), host_available_bytes()
   cpu = device.platform == "cpu"
-  for key, copies in (("batch_size", 1 + max(int(config.data.prefetch), 0)),
+  replicas = max(int(config.get("replicas", {}).get("count", 0)), 1)  # R train batches a step
+  for key, copies in (("batch_size", (1 + max(int(config.data.prefetch), 0)) * replicas),
                       ("eval_batch_size", 1)):
     per_device, host_need = input_bytes(fields, config[key], devices, processes, copies, cpu)
     if limit is not None and per_device > limit:

@@ -50,7 +50,7 @@ class Steps:
   predict: Callable | None
 
   @classmethod
-  def build(cls, algorithm: Algorithm, mesh, nonfinite: str = "stop") -> Steps:
+  def build(cls, algorithm: Algorithm, mesh) -> Steps:
     replicated = mesh_lib.replicated(mesh)
     data = mesh_lib.data_sharding(mesh)
     shapes = jax.eval_shape(algorithm.init, jax.random.key(0))
@@ -59,9 +59,6 @@ class Steps:
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, state_sharding)
 
     train_step = algorithm.train_step
-    if nonfinite == "skip":
-      train_step = skip_nonfinite(train_step)
-
     # Per-example outputs stay sharded like the batch they came from.
     per_example = lambda fn: None if fn is None else jax.jit(
         fn, in_shardings=(state_sharding, data), out_shardings=data)

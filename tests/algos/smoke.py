@@ -19,6 +19,9 @@ def run_compiling_once(config, workdir) -> dict:
         algorithm, train_step=chex.assert_max_traces(algorithm.train_step, n=1),
         eval_step=chex.assert_max_traces(algorithm.eval_step, n=1))
 
+  # Counts are kept per function id, and a finished run's step closure may be freed and its
+  # id reused by the next run's: count this run's traces alone.
+  chex.clear_trace_counter()
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(runner, "build_algorithm", checked)
     return runner.run(config, str(workdir))

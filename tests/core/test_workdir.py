@@ -73,3 +73,11 @@ def test_a_key_added_since_the_run_began_is_no_change_when_off(tmp_path):
   workdir.check_same_config(str(tmp_path), _config(data={"classes": ()}))  # () = every class
   with pytest.raises(ConfigError, match=r"data\.classes \(absent\)→\[3, 5\]"):
     workdir.check_same_config(str(tmp_path), _config(data={"classes": (3, 5)}))
+
+
+def test_a_block_added_since_the_run_began_is_no_change_when_all_of_it_is_off(tmp_path):
+  workdir.write_config(str(tmp_path), _config())  # written before the `replicas` block existed
+  off = {"count": 0, "vary": "", "window": 0}
+  workdir.check_same_config(str(tmp_path), _config(replicas=off))
+  with pytest.raises(ConfigError, match=r"replicas \(absent\)→"):
+    workdir.check_same_config(str(tmp_path), _config(replicas={**off, "count": 3}))

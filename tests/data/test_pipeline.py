@@ -94,3 +94,17 @@ def test_stream_is_concatenated_epoch_permutations(n, batch, seed, epochs):
   stream = np.concatenate([pipeline.batch_indices(seed, s, batch, n) for s in range(steps)])
   for e in range(epochs):
     np.testing.assert_array_equal(stream[e * n:(e + 1) * n], pipeline.epoch_order(seed, e, n))
+
+
+def test_windowed_order_permutes_only_within_each_window():
+  n, window, batch = 50, 8, 12
+  steps = range(12)  # 144 positions: crosses epochs (every 50) and windows (every 8)
+  base = np.concatenate([pipeline.batch_indices(3, s, batch, n) for s in steps])
+  orders = [np.concatenate([pipeline.windowed_batch_indices(3, r, s, batch, n, window)
+                            for s in steps]) for r in range(2)]
+  for order in orders:
+    for start in range(0, len(base) - window + 1, window):  # the same examples per window
+      assert sorted(order[start:start + window]) == sorted(base[start:start + window])
+  assert not np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[0], base)
+  np.testing.assert_array_equal(  # a window of 1 is the run's own order
+      pipeline.windowed_batch_indices(3, 1, 5, batch, n, 1), pipeline.batch_indices(3, 5, batch, n))
