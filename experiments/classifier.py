@@ -17,6 +17,10 @@ Synthetic click log (hashed ids of user, item, hour, device, category; a known B
 click probability), an embeddings + MLP recommender; ~1 minute on 2 CPU cores:
   python -m launch.main --config experiments/classifier.py:clicklog --workdir /tmp/jaxml/clicks \
       [--config.model.activation=smelu:1.0 --config.model.layer_norm=True]
+MovieLens ratings via TFDS as likes (rating >= 4), the same recommender and schedule as
+clicklog (prepare once with `tfds build movielens/100k-ratings --file_format=array_record`,
+which needs `pip install 'jaxml[tf]'`; --config.data.tfds_name=movielens/1m-ratings for 1m):
+  python -m launch.main --config experiments/classifier.py:movielens --workdir /tmp/jaxml/ml100k
 Variant options combine, e.g. `:smoke,model=mlp,seed=3`, `:smoke,dp`, `:adult,smoke` or
 `:clicklog,smoke`.
 """
@@ -30,10 +34,13 @@ from jaxml.errors import ConfigError
 
 def get_config(arg=None):
   opts = parse_arg(arg, smoke=False, cifar10=False, adult=False, clicklog=False,
-                   dp=False, model="", seed=0)
+                   movielens=False, dp=False, model="", seed=0)
   variant = one_of(opts, "smoke", "cifar10")
-  # adult and clicklog are data sets: each combines with smoke, not with cifar10 or each other
-  one_of(opts, "cifar10", "adult", "clicklog")
+  # adult, clicklog and movielens are data sets: each combines with smoke, not with cifar10 or
+  # each other
+  one_of(opts, "cifar10", "adult", "clicklog", "movielens")
+  if opts.movielens:
+    return movielens(opts)
 
   c = base.get_config(seed=opts.seed, smoke=variant == "smoke")
   c.algo = "classifier"
@@ -129,4 +136,20 @@ def get_config(arg=None):
   # Every variant's model takes it; declared here so --config.model.activation=smelu:0.5
   # parses (a spec of jaxml/models/activations.py).
   c.model.activation = ""  # "": the model's own (relu for mlp, cnn and resnet)
+  return c
+
+
+def movielens(opts) -> ml_collections.ConfigDict:
+  """The clicklog variant with its data swapped for MovieLens (derived, so its model and
+  optimiser settings carry over); data.* are jaxml/data/sources/movielens.py's settings."""
+  if opts.model:
+    raise ConfigError(f"variant option model={opts.model!r} does not combine with movielens "
+                      "(its ids need the recommender's embeddings)")
+  as_clicklog = {**opts.to_dict(), "movielens": False, "clicklog": True}
+  c = get_config(",".join(f"{key}={value}" for key, value in as_clicklog.items()))
+  c.data = ml_collections.ConfigDict({
+      "source": "movielens", "tfds_name": "movielens/100k-ratings", "data_dir": "",
+      "vocab": c.data.vocab if opts.smoke else 10_000, "like_threshold": 4.0,
+      "test_fraction": 0.2, "seed": 0, "classes": (), "prefetch": 0})
+  c.model.vocab = c.data.get_ref("vocab")
   return c
