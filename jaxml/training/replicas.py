@@ -80,8 +80,11 @@ def spec(config) -> Replicas:
     return OFF
   checks.check_values(config, {"replicas.count": checks.count(0),
                                "replicas.window": checks.count(0)})
-  count, window = int(block.count), int(block.window)
-  vary = str(block.vary)
+  return parse(int(block.count), str(block.vary), int(block.window))
+
+
+def parse(count: int, vary: str, window: int) -> Replicas:
+  """Replicas of `count` (0: off) varying `vary` (see the module docstring), or ConfigError."""
   if count == 1:
     raise ConfigError("replicas.count=1: use 0 to train one model, or 2 or more to train "
                       "replicas side by side")
