@@ -52,9 +52,28 @@ def test_activation_and_layer_norm_take_effect():
   np.testing.assert_allclose(first.mean(-1), 0, atol=1e-5)
 
 
+def test_dot_interaction_appends_the_pairwise_dot_products_to_the_mlp_input():
+  """Against a NumPy reference on the model's own weights: [e_0, .., e_4, e_f . e_g (f < g)]."""
+  model = build(interaction="dot", hidden=(16,))
+  assert model.layers[0].kernel.shape == (5 * 4 + 10, 16)
+  table = np.asarray(model.embed.embedding[...])
+  rows = table[np.asarray(IDS) + np.arange(5) * 30]  # [6, 5, 4]
+  dots = np.stack([np.sum(rows[:, f] * rows[:, g], axis=1)
+                   for f in range(5) for g in range(f + 1, 5)], axis=1)
+  inputs = np.concatenate([rows.reshape(6, -1), dots], axis=1)
+  kernel, bias = np.asarray(model.layers[0].kernel[...]), np.asarray(model.layers[0].bias[...])
+  expected = np.maximum(inputs @ kernel + bias, 0)
+  np.testing.assert_allclose(model.features(IDS), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_no_interaction_is_the_default_and_keeps_the_plain_mlp_input():
+  assert build().layers[0].kernel.shape == (5 * 4, 16)
+  assert build(interaction="none").layers[0].kernel.shape == (5 * 4, 16)
+
+
 def test_grad_is_finite_through_the_functional_pattern():
-  graphdef, params = nnx.split(build(layer_norm=True, activation="gsmelu:alpha=1,beta=2,"
-                                                                  "left=0.1,right=1"))
+  graphdef, params = nnx.split(build(layer_norm=True, interaction="dot",
+                                     activation="gsmelu:alpha=1,beta=2,left=0.1,right=1"))
   loss = lambda p: jnp.mean(nnx.merge(graphdef, p)(IDS) ** 2)
   grads = jax.jit(jax.grad(loss))(params)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
@@ -65,6 +84,7 @@ def test_grad_is_finite_through_the_functional_pattern():
     ({"embed_dim": 2.5}, (5,), "model.embed_dim must be positive"),
     ({"hidden": (8, 0)}, (5,), "model.hidden must be positive"),
     ({"layer_norm": "yes"}, (5,), "model.layer_norm must be True or False"),
+    ({"interaction": "fm"}, (5,), "model.interaction must be one of none, dot"),
     ({"activation": "smelu:0"}, (5,), "beta must be > 0"),
     ({}, (5, 2), r"ids of shape \[F\]"),
 ])
