@@ -52,8 +52,8 @@ def get_config(arg=None):
       {name: model_config(name, seed=opts.seed, smoke=opts.smoke) for name in DATASETS})
   c.replicas = 3  # R >= 2 replicas per activation (PD sd over pairs needs R >= 3)
   c.vary = ""  # what differs between replicas: "" = init, data order and keys
-  c.activations = ("relu", "smelu:1.0", "gsmelu:alpha=0.5,beta=1.5,left=0.1,right=1.0", "gelu", "swish:1.0",
-                   "softplus:1.0")
+  c.activations = ("relu", "smelu:1.0", "gsmelu:alpha=0.5,beta=1.5,left=0.1,right=1.0",
+                   "gelu", "swish:1.0", "softplus:1.0")
   c.ensemble = True  # ReLU 2-ensembles (2R replicas)
   c.betas = (0.1, 0.3, 1.0, 3.0, 10.0)  # SmeLU's beta sweep; () skips it
   # Replicas with equal init and keys whose data order differs within windows of `window`
