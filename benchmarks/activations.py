@@ -268,8 +268,8 @@ def main(argv=None):
       raise SystemExit(f"FAIL: {', '.join(failed)} differ from PyTorch beyond tolerance")
     print(f"all within tolerance: values {TOLERANCE:g}; gradients {TOLERANCE:g}, GELU's "
           f"{GELU_GRAD_TOLERANCE:g}")
-  print("\nR vmapped replicas vs R sequential runs (issue 18's other benchmark): not measured, "
-        "replica training is not built yet")
+  print("\nR vmapped replicas vs R sequential runs (issue 18's other benchmark): "
+        "benchmarks/replicas.py")
   print("load average (1, 5, 15 min) at end: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
   return {"timings": timings, "expectation": verdicts, "cross_checks": checks}
 
