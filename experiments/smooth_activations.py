@@ -5,7 +5,7 @@ Default (CPU, tens of minutes: every model of experiments/classifier.py on the c
 simulator, digits and Adult, trained as R = 3 replicas in one run each):
   python -m launch.main --config experiments/smooth_activations.py --workdir runs/smooth
   -> runs/smooth/artifacts/smooth_activations.md and pd_vs_loss.png
-Smoke (a minute or two; smoke-size models, two activations, two betas):
+Smoke (about a minute; the click log only, smoke-size models, two activations, one beta):
   python -m launch.main --config experiments/smooth_activations.py:smoke \
       --workdir /tmp/jaxml/smooth
 One data set, or other activations (specs of jaxml/models/activations.py):
@@ -57,12 +57,16 @@ def get_config(arg=None):
   c.ensemble = True  # ReLU 2-ensembles (2R replicas)
   c.betas = (0.1, 0.3, 1.0, 3.0, 10.0)  # SmeLU's beta sweep; () skips it
   # Replicas with equal init and keys whose data order differs within windows of `window`
-  # examples, against full reshuffles (window 0). datasets () skips it.
-  c.shuffle = ml_collections.ConfigDict({"datasets": ("clicklog",), "window": 1024,
+  # examples, against full reshuffles (window 0). datasets () skips it. A window should span
+  # several batches: within one batch only the summation order changes (8192 is 8 of the
+  # click log's batches, a sixth of its epoch).
+  c.shuffle = ml_collections.ConfigDict({"datasets": ("clicklog",), "window": 8192,
                                          "activations": ("relu", "smelu:1.0")})
 
-  if opts.smoke:
+  if opts.smoke:  # the click log only: six smoke-size runs
+    c.datasets = ("clicklog",)
     c.activations = ("relu", "smelu:1.0")
-    c.betas = (0.3, 3.0)
-    c.shuffle.window = 256
+    c.betas = (3.0,)
+    c.shuffle.window = 256  # 4 smoke batches
+    c.shuffle.activations = ("relu",)
   return c

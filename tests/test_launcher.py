@@ -17,6 +17,7 @@ EXPERIMENTS = sorted(os.path.relpath(p, REPO)
 RUN_ELSEWHERE = {
     # Through the launcher, with every check below, as the study tests' shared fixture.
     "experiments/fairness.py": "tests/studies/test_fairness.py",
+    "experiments/smooth_activations.py": "tests/studies/test_smooth_activations.py",
     # In-process through the runner, asserting one compilation per step; the launcher path
     # around it is the same for every config and is run by the others here.
     "experiments/unipi.py": "tests/algos/test_unipi.py",

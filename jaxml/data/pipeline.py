@@ -21,7 +21,9 @@ from jaxml.core import mesh as mesh_lib
 from jaxml.data.base import Split
 
 
-@functools.lru_cache(maxsize=4)
+# Two epochs (a batch may straddle them) for each of up to 8 replicas varying the order
+# (jaxml/training/replicas.py), each seed its own order; fewer would recompute every step.
+@functools.lru_cache(maxsize=16)
 def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
   order = np.random.default_rng([seed, epoch]).permutation(n)
   order.setflags(write=False)

@@ -51,7 +51,7 @@ ENSEMBLE = "relu ×2 ensemble"
 SWAP_BLOCK, SWAP_K = 100, 10
 # The settings that say which rows exist (in a row's key), not what is in a row.
 SWEEP = ("datasets", "activations", "ensemble", "betas", "shuffle.datasets",
-         "shuffle.activations")
+         "shuffle.activations", "shuffle.window")
 
 
 @dataclasses.dataclass(frozen=True)
