@@ -69,6 +69,23 @@ own = unipi.consistency_error(plans, read["video"], static)
 other = unipi.consistency_error(np.roll(plans, 1, 0), read["video"], static)
 assert own < other, (own, other)
 """,
+    # The relative PD recomputed from the saved replicas' test predictions is the one the run
+    # logged; ReLU's gradient jumps by 1 at 0, SmeLU's (and the generalized one's) changes by
+    # ~eps / beta across its joins (measured <= 0.001); the study has a row per activation and
+    # beta, and its activation runs are the replicas trained above (same config and seed).
+    "smooth_activations.ipynb": """
+for spec, pd in recomputed_pd.items():
+  assert abs(pd - summaries[spec]["eval/pd/relative"]) < 1e-4, (spec, pd, summaries[spec])
+assert abs(gradient_jumps["relu"] - 1.0) < 1e-6, gradient_jumps
+smooth = {spec: jump for spec, jump in gradient_jumps.items() if spec != "relu"}
+assert max(smooth.values()) < 10 * eps, gradient_jumps
+labels = {(r["part"], r["label"]) for r in study_rows}
+assert {("activations", spec) for spec in config.activations} <= labels, labels
+assert {("beta", f"β={beta:g}") for beta in config.betas} <= labels, labels
+for r in study_rows:
+  if r["part"] == "activations":
+    assert abs(r["pd_mean"] - summaries[r["label"]]["eval/pd/relative"]) < 1e-4, r
+""",
 }
 
 
