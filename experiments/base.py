@@ -53,3 +53,14 @@ def get_config(*, seed: int = 0, smoke: bool = False) -> ml_collections.ConfigDi
     c.eval_every = 30
     c.checkpoint_every = 30
   return c
+
+
+def study_config(study: str, *, seed: int = 0) -> ml_collections.ConfigDict:
+  """The keys every study config starts from (jaxml/studies/<study>.py): its seed, the
+  devices, and progress bars of the runs it trains."""
+  c = ml_collections.ConfigDict()
+  c.study = study
+  c.seed = seed
+  c.num_devices = 0  # 0 = every device of every host
+  c.progress = True  # progress bars of the runs the study trains
+  return c

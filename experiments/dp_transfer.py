@@ -26,7 +26,7 @@ Options combine, e.g. `:smoke,seed=1` (seed of the public pre-training).
 
 import ml_collections
 
-from experiments import classifier
+from experiments import base, classifier
 from jaxml.core.config_args import one_of, parse_arg
 
 
@@ -34,11 +34,7 @@ def get_config(arg=None):
   opts = parse_arg(arg, smoke=False, cifar10=False, cifar100=False, imagenet=False, seed=0)
   scale = one_of(opts, "smoke", "cifar10", "cifar100", "imagenet")
 
-  c = ml_collections.ConfigDict()
-  c.study = "dp_features"
-  c.seed = opts.seed
-  c.num_devices = 0  # 0 = every device of every host
-  c.progress = True  # progress bar of the public pre-training
+  c = base.study_config("dp_features", seed=opts.seed)
 
   # The "public" pre-training: a whole classifier config, trained in <workdir>/public.
   public = classifier.get_config(f"seed={opts.seed}" + (",smoke" if scale == "smoke" else ""))

@@ -17,7 +17,7 @@ classifiers, the validation/test cut and the bootstrap).
 
 import ml_collections
 
-from experiments import classifier
+from experiments import base, classifier
 from jaxml.core.config_args import parse_arg
 
 
@@ -39,11 +39,7 @@ def _classifier(dataset: str, *, seed: int, smoke: bool) -> ml_collections.Confi
 def get_config(arg=None):
   opts = parse_arg(arg, smoke=False, seed=0)
 
-  c = ml_collections.ConfigDict()
-  c.study = "fairness"
-  c.seed = opts.seed
-  c.num_devices = 0  # 0 = every device of every host
-  c.progress = True  # progress bars of the classifiers' training
+  c = base.study_config("fairness", seed=opts.seed)
 
   # Rules fitted, from jaxml.fairness.CONSTRAINTS ("none": the best unconstrained per-group
   # thresholds; "group_blind": one threshold for everyone).

@@ -23,7 +23,7 @@ Parts, each a table of artifacts/smooth_activations.md (rows of results.jsonl, r
 
 import ml_collections
 
-from experiments import classifier
+from experiments import base, classifier
 from jaxml.core.config_args import parse_arg
 
 DATASETS = ("clicklog", "digits", "adult")
@@ -41,11 +41,7 @@ def model_config(dataset: str, *, seed: int, smoke: bool) -> ml_collections.Conf
 def get_config(arg=None):
   opts = parse_arg(arg, smoke=False, seed=0)
 
-  c = ml_collections.ConfigDict()
-  c.study = "smooth_activations"
-  c.seed = opts.seed
-  c.num_devices = 0  # 0 = every device of every host
-  c.progress = True  # progress bars of the runs
+  c = base.study_config("smooth_activations", seed=opts.seed)
 
   c.datasets = DATASETS
   c.models = ml_collections.ConfigDict(
