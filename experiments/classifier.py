@@ -21,9 +21,18 @@ MovieLens ratings via TFDS as likes (rating >= 4), the same recommender and sche
 clicklog (prepare once with `tfds build movielens/100k-ratings --file_format=array_record`,
 which needs `pip install 'jaxml[tf]'`; --config.data.tfds_name=movielens/1m-ratings for 1m):
   python -m launch.main --config experiments/classifier.py:movielens --workdir /tmp/jaxml/ml100k
+Spurious-feature data (issue 19: a shortcut aligned with the label in train, independent of it
+in test; groups "group" = (label, shortcut) and "aligned"): `spurious=coloured_digits` (RGB
+digits, a colour per class), `spurious=patched_digits` (a border patch per class), both with the
+digits CNN, or `spurious=slab` (a linear coordinate plus k-slab ones, an MLP):
+  python -m launch.main --config experiments/classifier.py:spurious=coloured_digits \
+      --workdir /tmp/jaxml/coloured [--config.data.alignment=0.99 \
+      --config.data.colour_on=stroke --config.data.eval_split=validation]
 Variant options combine, e.g. `:smoke,model=mlp,seed=3`, `:smoke,dp`, `:adult,smoke` or
 `:clicklog,smoke`.
 """
+
+import importlib
 
 import ml_collections
 
@@ -34,7 +43,7 @@ from jaxml.errors import ConfigError
 
 def get_config(arg=None):
   opts = parse_arg(arg, smoke=False, cifar10=False, adult=False, clicklog=False,
-                   movielens=False, dp=False, model="", seed=0)
+                   movielens=False, dp=False, model="", seed=0, spurious="")
   variant = one_of(opts, "smoke", "cifar10")
   # adult, clicklog and movielens are data sets: each combines with smoke, not with cifar10 or
   # each other
@@ -140,6 +149,9 @@ def get_config(arg=None):
       c.optimizer.update({"name": "adam", "learning_rate": 1e-2, "weight_decay": 1e-3})
       c.eval_every = c.checkpoint_every = 250
 
+  if opts.spurious:
+    spurious(c, opts)
+
   if opts.model:
     if opts.model not in ("mlp", "cnn"):
       raise ConfigError(f"variant option model={opts.model!r}: choose mlp or cnn")
@@ -167,3 +179,24 @@ def movielens(opts) -> ml_collections.ConfigDict:
       "test_fraction": 0.2, "seed": 0, "classes": (), "prefetch": 0})
   c.model.vocab = c.data.get_ref("vocab")
   return c
+
+
+SPURIOUS = ("coloured_digits", "patched_digits", "slab")
+
+
+def spurious(c: ml_collections.ConfigDict, opts) -> None:
+  """Swaps in a spurious-feature source; data.* are its settings (its DEFAULTS, in
+  jaxml/data/sources/<name>.py). The digits ones keep the digits CNN; slab's flat vector gets
+  an MLP (Shah et al. 2020 train fully connected nets on it)."""
+  if opts.spurious not in SPURIOUS:
+    raise ConfigError(f"variant option spurious={opts.spurious!r}: choose one of "
+                      f"{', '.join(SPURIOUS)}")
+  other = [name for name in ("cifar10", "adult", "clicklog", "movielens") if opts[name]]
+  if other:
+    raise ConfigError(f"variant option spurious={opts.spurious} does not combine with {other[0]}")
+  source = importlib.import_module(f"jaxml.data.sources.{opts.spurious}")
+  c.data = ml_collections.ConfigDict({"source": opts.spurious, **source.DEFAULTS,
+                                      "classes": (), "prefetch": 0})
+  if opts.spurious == "slab":
+    c.model = ml_collections.ConfigDict({"name": "mlp", "hidden": (100, 100), "num_classes": 0})
+    c.augment = ml_collections.ConfigDict({"crop_pad": 0, "flip": False, "noise_std": 0.0})
