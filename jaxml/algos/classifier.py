@@ -21,7 +21,7 @@ from jaxml.data import augment
 from jaxml.data.base import check_labels
 from jaxml.errors import ConfigError
 from jaxml.losses.classification import cross_entropy, masked_cross_entropy
-from jaxml.models import activations, cnn, resnet
+from jaxml.models import activations, cnn, readout, resnet
 from jaxml.privacy import accounting, dp_sgd, ghost
 
 
@@ -35,7 +35,7 @@ MODEL_RULES = {
         *resnet.STEMS), "model.norm": checks.one_of(*resnet.NORMS), "model.width": checks.count(),
     "model.zero_init_residual": checks.flag, "model.activation": activations.rule,
     "model.vocab": checks.count(), "model.embed_dim": checks.count(),
-    "model.layer_norm": checks.flag}
+    "model.layer_norm": checks.flag, **readout.RULES}
 RULES = {
     **MODEL_RULES, **augment.RULES,
     "label_smoothing": checks.in_range(0, 1, open_high=True),  # 1 would ignore the labels

@@ -11,6 +11,10 @@ other shapes; the MLP flattens whatever it gets, so it also takes feature vector
   model.features(x, *, train=False) -> [B, model.feature_dim]    (what a linear probe sees)
   model.head                        -> the final nnx.Linear, so it can be zeroed or replaced
 
+The CNN, ResNet and MLP also take an early readout (`model.readout`, jaxml/models/readout.py):
+a small head on an intermediate layer whose loss cannot train the trunk; other models refuse
+one.
+
 Models hold no RNG state and no dropout, so a train step is a pure function of (params,
 batch); BatchNorm running statistics (`nnx.BatchStat`) are the only non-`nnx.Param` state:
 
@@ -31,6 +35,7 @@ from flax import nnx
 import ml_collections
 
 from jaxml.errors import ConfigError
+from jaxml.models import readout
 
 
 def available() -> list[str]:
@@ -56,6 +61,11 @@ def create(
   if not isinstance(name, str) or name not in names:
     raise ConfigError(f"unknown model name {name!r}; available models: {', '.join(names)}")
   module = importlib.import_module(f"{__name__}.{name}")
-  return module.create(
+  model = module.create(
       model_config, num_classes=num_classes, input_shape=tuple(input_shape), rngs=rngs
   )
+  if (model_config.get("readout", None) or {}).get("depth", 0) and not isinstance(
+      model, readout.Trunk):
+    raise ConfigError(f"model.readout: the {name} model has no early readout (cnn, resnet "
+                      "and mlp have)")
+  return model

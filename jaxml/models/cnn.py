@@ -2,7 +2,9 @@
 
 Config fields (all optional): `channels`, conv widths, one stage each (default (32, 64));
 `dense`, width of the feature layer (default 128); `pool`, "max" or "avg" (default "max");
-`activation`, a spec of jaxml/models/activations.py (default "relu").
+`activation`, a spec of jaxml/models/activations.py (default "relu"); `readout`, an early
+readout (jaxml/models/readout.py) after trunk layer k: the stages are layers 1..len(channels),
+the dense layer is layer len(channels) + 1.
 
 Each stage is conv3x3 -> activation -> 2x2 pool stride 2. The pool never shrinks a dimension that is
 already 1 and pads odd sizes (ceil, not floor), so any number of stages works on 8x8 inputs
@@ -19,7 +21,7 @@ import jax
 import ml_collections
 
 from jaxml.errors import ConfigError
-from jaxml.models import activations
+from jaxml.models import activations, readout
 
 POOLS = ("max", "avg")
 
@@ -33,7 +35,7 @@ def pooled_size(size: int, window: int) -> int:
   return math.ceil(size / window)
 
 
-class CNN(nnx.Module):
+class CNN(readout.Trunk, nnx.Module):
   """[conv3x3 -> act -> pool] * len(channels) -> flatten -> dense -> act -> head."""
 
   def __init__(
@@ -45,6 +47,7 @@ class CNN(nnx.Module):
       *,
       pool: str = "max",
       activation: activations.Activation = activations.RELU,
+      early_readout=None,
       rngs: nnx.Rngs,
   ):
     self.activation = activation  # static: nnx.split keeps it in the graphdef
@@ -65,6 +68,9 @@ class CNN(nnx.Module):
     self.dense = nnx.Linear(height * width * widths[-1], dense, rngs=rngs)
     self.feature_dim = dense
     self.head = nnx.Linear(dense, num_classes, rngs=rngs)
+    self.trunk_depth = len(channels) + 1
+    self.trunk_widths = (*channels, dense)
+    readout.attach(self, early_readout, num_classes, rngs)
 
   def _pool(self, x: jax.Array, window: tuple[int, int]) -> jax.Array:
     if window == (1, 1):
@@ -74,15 +80,21 @@ class CNN(nnx.Module):
     # Padded cells are left out of the mean so border pixels are not shrunk toward zero.
     return nnx.avg_pool(x, window, strides=window, padding="SAME", count_include_pad=False)
 
-  def features(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    del train  # No layer behaves differently in training.
-    for conv, window in zip(self.convs, self.windows):
-      x = self._pool(self.activation(conv(x)), window)
-    x = x.reshape(x.shape[0], -1)
-    return self.activation(self.dense(x))
+  # The trunk, for readout.Trunk's forward passes. No layer behaves differently in training.
+  def _stem(self, x: jax.Array, train: bool) -> jax.Array:
+    return x
 
-  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    return self.head(self.features(x, train=train))
+  def _layer(self, index: int, x: jax.Array, train: bool) -> jax.Array:
+    if index < len(self.convs):
+      return self._pool(self.activation(self.convs[index](x)), self.windows[index])
+    return self.activation(self.dense(x.reshape(x.shape[0], -1)))
+
+  def _finish(self, x: jax.Array) -> jax.Array:
+    return x
+
+  def _below_prefixes(self, depth: int) -> tuple[tuple, ...]:
+    stages = tuple(("convs", i) for i in range(min(depth, len(self.convs))))
+    return stages + ((("dense",),) if depth > len(self.convs) else ())
 
 
 def create(
@@ -102,4 +114,5 @@ def create(
   if any(c <= 0 for c in channels) or dense <= 0:
     raise ConfigError(f"cnn widths must be positive, got channels={channels} dense={dense}")
   return CNN(input_shape, channels, dense, num_classes, pool=pool,
-             activation=activations.from_config(model_config), rngs=rngs)
+             activation=activations.from_config(model_config),
+             early_readout=model_config.get("readout", None), rngs=rngs)

@@ -15,6 +15,8 @@ Config fields (all optional):
     block begins as the identity (Goyal et al. 2017). Default False, as torchvision.
   activation: a spec of jaxml/models/activations.py, used wherever torchvision has a ReLU
     (default "relu").
+  readout: an early readout (jaxml/models/readout.py) after residual block k (1..8 for 18,
+    1..16 for 34 and 50; the stem always lies below it).
 
 Convolutions have no bias (the norm that follows has one) and He-normal (fan_out) kernels;
 padding is explicit (k // 2) rather than "SAME" so strided convs see the same pixels as in
@@ -32,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxml.errors import ConfigError
-from jaxml.models import activations
+from jaxml.models import activations, readout
 
 # depth -> (block kind, blocks per stage)
 DEPTHS = {
@@ -155,7 +157,7 @@ class Bottleneck(nnx.Module):
     return self.activation(y + residual)
 
 
-class ResNet(nnx.Module):
+class ResNet(readout.Trunk, nnx.Module):
   """Stem -> four stages of residual blocks -> global average pool (features) -> head."""
 
   def __init__(
@@ -169,6 +171,7 @@ class ResNet(nnx.Module):
       width: int = 64,
       zero_init_residual: bool = False,
       activation: activations.Activation = activations.RELU,
+      early_readout=None,
       rngs: nnx.Rngs,
   ):
     if depth not in DEPTHS:
@@ -188,7 +191,7 @@ class ResNet(nnx.Module):
     self.stem_conv = conv(in_channels, width, kernel, stride, rngs=rngs)
     self.stem_norm = norm_layer(norm, width, rngs=rngs)
 
-    blocks = []
+    blocks, widths = [], []
     c_in = width
     for stage, num_blocks in enumerate(stage_sizes):
       planes = width * 2**stage
@@ -198,21 +201,30 @@ class ResNet(nnx.Module):
         blocks.append(block(c_in, planes, stride, norm, zero_init_residual,
                             activation=activation, rngs=rngs))
         c_in = planes * block.expansion
+        widths.append(c_in)
     self.blocks = nnx.List(blocks)
     self.feature_dim = c_in
     self.head = nnx.Linear(c_in, num_classes, rngs=rngs)
+    self.trunk_depth = len(blocks)
+    self.trunk_widths = tuple(widths)
+    readout.attach(self, early_readout, num_classes, rngs)
 
-  def features(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+  # The trunk, for readout.Trunk's forward passes.
+  def _stem(self, x: jax.Array, train: bool) -> jax.Array:
     x = self.activation(normalize(self.stem_norm, self.stem_conv(x), train))
     if self.imagenet_stem:
       # Padding with -inf (what max_pool pads with) matches PyTorch's MaxPool2d(3, 2, 1).
       x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    for block in self.blocks:
-      x = block(x, train=train)
+    return x
+
+  def _layer(self, index: int, x: jax.Array, train: bool) -> jax.Array:
+    return self.blocks[index](x, train=train)
+
+  def _finish(self, x: jax.Array) -> jax.Array:
     return jnp.mean(x, axis=(1, 2))
 
-  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    return self.head(self.features(x, train=train))
+  def _below_prefixes(self, depth: int) -> tuple[tuple, ...]:
+    return (("stem_conv",), ("stem_norm",), *(("blocks", i) for i in range(depth)))
 
 
 def create(
@@ -233,5 +245,6 @@ def create(
       width=int(model_config.get("width", 64)),
       zero_init_residual=bool(model_config.get("zero_init_residual", False)),
       activation=activations.from_config(model_config),
+      early_readout=model_config.get("readout", None),
       rngs=rngs,
   )

@@ -21,7 +21,12 @@ def evaluate(steps, state, split, mesh, batch_size: int) -> dict[str, float]:
   for batch in eval_batches(split, mesh, batch_size):
     sums = steps.eval(state, batch)
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-  totals = {k: float(v) for k, v in jax.device_get(totals).items()}
+  return means(jax.device_get(totals))
+
+
+def means(totals) -> dict[str, float]:
+  """The split's means from the eval step's sums over it (see `evaluate`)."""
+  totals = {k: float(v) for k, v in totals.items()}
   count = totals.pop("count")
   counts = {k.removeprefix("count/"): totals.pop(k) for k in list(totals)
             if k.startswith("count/")}
