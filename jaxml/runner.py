@@ -30,7 +30,7 @@ from jaxml.data import load_dataset
 from jaxml.core.preemption import FINAL, START_UP, TRAINING, Interrupted, Signals
 from jaxml.errors import ConfigError, StorageError
 from jaxml.training.data import prepare_data
-from jaxml.training.evaluate import evaluate, linear_probe
+from jaxml.training.evaluate import evaluate_test, linear_probe
 from jaxml.training.memory import check_batch_memory
 from jaxml.training.loop import train_loop
 from jaxml.training import replicas
@@ -113,8 +113,7 @@ def train(config, workdir: str, signals: Signals, progress: Progress) -> dict:
                                 checkpointer, writer, signals)
     progress.phase, progress.step = FINAL, summary["step"]
     # A run resumed from its last checkpoint runs no steps and comes straight here.
-    final = {f"eval/{k}": v for k, v in evaluate(steps, state, dataset.test, mesh,
-                                                config.eval_batch_size).items()}
+    final = evaluate_test(steps, state, dataset, mesh, config.eval_batch_size, final=True)
     if steps.features is not None and config.linear_probe.enabled:
       final.update(linear_probe(steps, state, dataset, mesh, config))
     if algorithm.final_metrics is not None:  # e.g. play in the environments

@@ -9,17 +9,11 @@ the worst group) nor as a NaN that a mean or a min then silently propagates or s
   GroupAccuracy.accuracy   [G], NaN exactly where `present` is False (the one sentinel)
   GroupAccuracy.present    [G] bool, count > 0
   worst, mean_group        min / unweighted mean over the present groups only
-  summary(report)          flat {name: float} for logging: `group/<g>/accuracy` for present
-                           groups only, `group/<g>/count` for every group (0: absent),
-                           `groups/absent`, `worst_group/accuracy`, `mean_group/accuracy`,
-                           `accuracy` (over all examples: the papers' "average accuracy")
+  summary(report, names)   flat {name: float} for logging: worst, mean over groups, the
+                           number absent, and per group its count and (if present) accuracy
 
-For an eval step (sums over batches, `jaxml/algos/base.py`): `eval_sums` gives per-group sums
-in the `count/<name>` convention, so `jaxml.training.evaluate.evaluate` turns them into
-per-group accuracies and group shares as it is; `from_means` then reads those means back into
-a `GroupAccuracy`, absent groups included (their share is 0). Nothing in the runner or
-`evaluate` calls these yet: an algorithm whose data has a group field adds `eval_sums` to its
-eval step, and whoever logs the split's metrics adds `summary(from_means(...))`.
+The runner logs these for every group field of a run's data (`Task.groups`), from the
+gathered predictions of the test split (`jaxml.training.evaluate.group_metrics`).
 """
 
 from __future__ import annotations
@@ -90,35 +84,16 @@ def group_accuracy(predictions, labels, groups, num_groups: int | None = None,
   return from_sums(*correct_and_count(correct, groups, num_groups, mask))
 
 
-def summary(report: GroupAccuracy) -> dict[str, float]:
-  """Flat metrics for a log or a table (see the module docstring)."""
-  out = {f"group/{g}/count": float(n) for g, n in enumerate(report.count)}
-  out.update({f"group/{g}/accuracy": float(report.accuracy[g])
-              for g in np.flatnonzero(report.present)})
-  out.update({"groups/absent": float(np.sum(~report.present)),
-              "worst_group/accuracy": report.worst,
-              "mean_group/accuracy": report.mean_group, "accuracy": report.overall})
+def summary(report: GroupAccuracy, names=(), *, per_group: bool = True) -> dict[str, float]:
+  """Flat metrics for a log or a table: `worst_group/accuracy`, `mean_group/accuracy`,
+  `groups_absent` and, with `per_group`, `<name>/count` for every group (0: absent) and
+  `<name>/accuracy` for the present ones; `names` are the groups' names (default: their
+  ids), e.g. a field's categories."""
+  label = lambda g: names[g] if len(names) else str(g)
+  out = {"worst_group/accuracy": report.worst, "mean_group/accuracy": report.mean_group,
+         "groups_absent": float(np.sum(~report.present))}
+  if per_group:
+    out.update({f"{label(g)}/count": float(n) for g, n in enumerate(report.count)})
+    out.update({f"{label(g)}/accuracy": float(report.accuracy[g])
+                for g in np.flatnonzero(report.present)})
   return out
-
-
-def eval_sums(correct, groups, num_groups: int, mask) -> dict[str, jax.Array]:
-  """Per-group sums for an eval step: `group/<g>/accuracy` (correct) with its own
-  `count/group/<g>/accuracy` (the group's examples), and `group/<g>/share` (the group's
-  examples, over the step's "count"), so every mean `evaluate` takes is defined. A group
-  absent from the split gets accuracy 0 there (0 / its count of 0): `from_means` tells it by
-  its share of 0."""
-  right, count = correct_and_count(correct, groups, num_groups, mask)
-  out = {}
-  for g in range(num_groups):
-    out[f"group/{g}/accuracy"], out[f"count/group/{g}/accuracy"] = right[g], count[g]
-    out[f"group/{g}/share"] = count[g]
-  return out
-
-
-def from_means(means: dict[str, float], num_groups: int) -> GroupAccuracy:
-  """The report of `evaluate`'s means of `eval_sums` over a split. `evaluate` keeps no
-  totals, so its `count` holds each group's share of the split (and `correct` the share
-  that is correct): the accuracies, `present`, `worst` and `overall` are as from counts."""
-  share = np.array([means[f"group/{g}/share"] for g in range(num_groups)])
-  accuracy = np.array([means[f"group/{g}/accuracy"] for g in range(num_groups)])
-  return from_sums(accuracy * share, share)

@@ -8,6 +8,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxml.data.pipeline import eval_batches
+from jaxml.evaluators import groups as groups_lib
 from jaxml.evaluators import linear_probe as probe_lib
 from jaxml.errors import ConfigError
 from jaxml.training import replicas
@@ -22,6 +23,16 @@ def evaluate(steps, state, split, mesh, batch_size: int) -> dict[str, float]:
     sums = steps.eval(state, batch)
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
   return means(jax.device_get(totals))
+
+
+def evaluate_test(steps, state, dataset, mesh, batch_size: int, *,
+                  final: bool = False) -> dict[str, float]:
+  """The test split's `eval/` metrics, what the loop logs at every eval and the run ends
+  with: `evaluate`'s means and, for data with groups, `group_metrics` (each group's own
+  accuracy only in the `final` one: single values, not curves)."""
+  metrics = {**evaluate(steps, state, dataset.test, mesh, batch_size),
+             **group_metrics(steps, state, dataset, mesh, batch_size, per_group=final)}
+  return {f"eval/{k}": v for k, v in metrics.items()}
 
 
 def means(totals) -> dict[str, float]:
@@ -41,13 +52,48 @@ def collect(fn, steps, state, split, mesh, batch_size: int):
   target = steps.algorithm.target
   if fn is None or target is None:
     raise ConfigError("this algorithm gives no such per-example outputs with targets")
-  outputs, labels, masks = [], [], []
+  got = _gather(split, mesh, batch_size, lambda b: {"outputs": fn(state, b), "target": b[target]})
+  return got["outputs"], got["target"]
+
+
+def _gather(split, mesh, batch_size: int, take) -> dict[str, np.ndarray]:
+  """{name: [N, ...]} of `take(batch)` over a whole split, gathered onto every host, with
+  the padding rows dropped."""
+  parts: dict[str, list[np.ndarray]] = {}
   for batch in eval_batches(split, mesh, batch_size):
-    for store, value in ((outputs, fn(state, batch)), (labels, batch[target]),
-                         (masks, batch["mask"])):
-      store.append(np.asarray(multihost_utils.process_allgather(value, tiled=True)))
-  keep = np.concatenate(masks) > 0
-  return np.concatenate(outputs)[keep], np.concatenate(labels)[keep]
+    for name, value in {**take(batch), "mask": batch["mask"]}.items():
+      parts.setdefault(name, []).append(
+          np.asarray(multihost_utils.process_allgather(value, tiled=True)))
+  keep = np.concatenate(parts.pop("mask")) > 0
+  return {name: np.concatenate(values)[keep] for name, values in parts.items()}
+
+
+def group_metrics(steps, state, dataset, mesh, batch_size: int, *,
+                  per_group: bool = False) -> dict[str, float]:
+  """Accuracy by group of the algorithm's predictions on the test split, for each group
+  field of the data (`Task.groups`), from one gathered pass (`jaxml/evaluators/groups.py`):
+  `<field>/worst_group/accuracy`, `<field>/mean_group/accuracy` and
+  `<field>/groups_absent`, and with `per_group` each group's `<field>/<category>/count` and
+  (if present) `.../accuracy`. Replicas: their mean, and each one's under `replica<r>/`.
+  Empty when the data has no groups or the algorithm no `predict` with a `target`."""
+  names, target = dataset.task.groups, steps.algorithm.target
+  if not names or steps.predict is None or target is None:
+    return {}
+  got = _gather(dataset.test, mesh, batch_size, lambda b: {
+      "outputs": steps.predict(state, b), "target": b[target], **{n: b[n] for n in names}})
+  count = steps.algorithm.replicas
+  outputs = [got["outputs"][:, r] for r in range(count)] if count else [got["outputs"]]
+  rows = []
+  for predictions in outputs:
+    row = {}
+    for name in names:
+      categories = dataset.fields[name].categories
+      report = groups_lib.group_accuracy(predictions, got["target"], got[name],
+                                         len(categories) or None)
+      row.update({f"{name}/{k}": v for k, v in groups_lib.summary(
+          report, categories, per_group=per_group).items()})
+    rows.append(row)
+  return replicas.mean_and_each(rows) if count else rows[0]
 
 
 def collect_features(steps, state, split, mesh, batch_size: int):

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from jaxml.core.preemption import Interrupted, Signals
 from jaxml.data.pipeline import Prefetcher, train_batch
 from jaxml.errors import NonFiniteError
-from jaxml.training.evaluate import evaluate
+from jaxml.training.evaluate import evaluate_test
 
 
 class _Pending:
@@ -112,8 +112,8 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
           if step % config.log_every == 0 or step == stop:
             _log(step, pending, writer, bar, clock, host_metrics)
           if step % config.eval_every == 0 and step != stop:
-            writer.write(step, {f"eval/{k}": v for k, v in evaluate(
-                steps, state, dataset.test, mesh, config.eval_batch_size).items()})
+            writer.write(step, evaluate_test(steps, state, dataset, mesh,
+                                             config.eval_batch_size))
           stop_for = signals.requested(step, checkpointer)
           if step % config.checkpoint_every == 0 or step == stop or stop_for:
             _log(step, pending, writer, bar, clock, host_metrics)  # no NaN checkpoint

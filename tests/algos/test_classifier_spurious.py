@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from experiments import classifier as classifier_config
+from jaxml import trained
 from jaxml.algos import classifier
 from jaxml.data import load_dataset
 from jaxml.errors import ConfigError
@@ -52,6 +53,23 @@ def test_slab_variant_runs_through_the_runner_at_chance_on_test(tmp_path):
   summary = run_compiling_once(config, tmp_path)
   assert summary["completed"]
   assert abs(summary["eval/accuracy"] - 0.5) < 0.1  # test's linear coordinate is randomised
+  # The runner's group metrics (every group field of the data) equal NumPy's over the
+  # run's own test predictions; the shortcut's misaligned group is the worst, near 0.
+  run = trained.load(str(tmp_path))
+  probabilities, labels = run.predict(run.dataset.test)
+  right = probabilities.argmax(-1) == labels
+  for field in ("aligned", "group"):
+    ids = run.dataset.test.arrays[field]
+    accuracy = {g: right[ids == g].mean() for g in np.unique(ids)}
+    assert summary[f"eval/{field}/worst_group/accuracy"] == pytest.approx(
+        min(accuracy.values()), abs=1e-9)
+    assert summary[f"eval/{field}/mean_group/accuracy"] == pytest.approx(
+        np.mean(list(accuracy.values())), abs=1e-9)
+    names = run.dataset.fields[field].categories
+    for g, value in accuracy.items():
+      assert summary[f"eval/{field}/{names[g]}/accuracy"] == pytest.approx(value, abs=1e-9)
+  assert summary["eval/aligned/misaligned/accuracy"] < 0.1 < 0.9 < summary[
+      "eval/aligned/aligned/accuracy"]
 
 
 @pytest.mark.parametrize("arg, message", [
