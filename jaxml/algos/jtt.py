@@ -10,8 +10,8 @@ The error set's size is logged as `jtt/errors`. Model, optimizer and eval are th
 
 The first run is opened from its workdir with the pieces below the runner (its config.json,
 the classifier's own `build`, the one checkpoint path): `jaxml.trained.load` sits above the
-algorithms (tests/test_layers.py), and this run's data, identical by the check in `build`, is
-reused rather than loaded a second time.
+algorithms (tests/test_layers.py), and this run's data, identical by the check in
+`check_config`, is reused rather than loaded a second time.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ RULES = {"jtt.first_run": _workdir, "jtt.upweight": checks.count(1), **classifie
 
 
 def check_config(config) -> None:
-  """The checks that need no data (`jaxml/algos/base.py`)."""
+  """The checks that need no data (`jaxml/algos/base.py`), the first run's config among them:
+  a bad first run is refused before this run's data is loaded."""
   if "jtt" not in config:
     raise ConfigError("the config lacks the jtt block (first_run, upweight): start it from "
                       "experiments/early_readouts.py:method=jtt")
@@ -55,15 +56,14 @@ def check_config(config) -> None:
     raise ConfigError("dp.enabled=True: JTT samples its batches from the upsampled epoch, which "
                       "DP-SGD's accounting does not cover; train it without dp")
   classifier.check_config(config)
+  first_config(config.jtt.first_run, config)
 
 
 def build(config, dataset) -> Algorithm:
   """The classifier of `dataset`, trained on batches of the upsampled epoch."""
   check_config(config)
   algorithm = classifier.build(config, dataset)
-  first_run = config.jtt.first_run
-  check_same_data(first_run, config)
-  errors = error_set(first_run, dataset)
+  errors = error_set(config.jtt.first_run, dataset)
   upsampled = upsampled_epoch(len(dataset.train), errors, config.jtt.upweight)
   return dataclasses.replace(
       algorithm, sampler=upsampled_sampler(upsampled, config.batch_size),
@@ -76,39 +76,37 @@ def worst_groups(dataset) -> tuple[str, ...]:
   return tuple(f"eval/{group}/worst_group/accuracy" for group in dataset.task.groups)
 
 
-def first_config(first_run: str) -> ml_collections.ConfigDict:
-  """The first run's resolved config (its config.json), or ConfigError."""
+def first_config(first_run: str, config=None) -> ml_collections.ConfigDict:
+  """The first run's resolved config (its config.json), or ConfigError unless it is a
+  classifier run of one model and, given this run's `config`, on the same data: its data
+  block is this run's (`prefetch` aside), as the error set indexes the training split."""
   try:
-    return ml_collections.ConfigDict(
+    theirs = ml_collections.ConfigDict(
         files.read_json(os.path.join(files.as_str(first_run), "config.json")))
   except FileNotFoundError:
     raise ConfigError(f"jtt.first_run={first_run}: no config.json there, not a jaxml "
                       "workdir") from None
-
-
-def check_same_data(first_run: str, config) -> None:
-  """ConfigError unless the first run's data block is this run's (`prefetch` aside): the
-  error set indexes the training split, so both runs must hold the same examples."""
-  theirs = workdir_lib.config_json(first_config(first_run)).get("data", {})
-  ours = workdir_lib.config_json(config)["data"]
-  changed = [(key, a, b) for key, a, b in workdir_lib.config_changes(theirs, ours, "data.")
-             if key.removeprefix("data.") not in FEEDING]
-  if changed:
-    shown = ", ".join(f"{key} {a!r} there, {b!r} here" for key, a, b in changed[:3])
-    raise ConfigError(f"jtt.first_run={first_run} was trained on other data ({shown}): its "
-                      "errors index another training split; train the first run on this data")
+  if theirs.get("algo") != "classifier":
+    raise ConfigError(f"jtt.first_run={first_run} is a {theirs.get('algo')!r} run; JTT's first "
+                      "run is ERM, a classifier run")
+  if theirs.get("replicas", {}).get("count", 0):
+    raise ConfigError(f"jtt.first_run={first_run} trained {theirs.replicas.count} replicas; "
+                      "give it a run of one model")
+  if config is not None:
+    changed = [(key, a, b) for key, a, b in workdir_lib.config_changes(
+        workdir_lib.config_json(theirs).get("data", {}), workdir_lib.config_json(config)["data"],
+        "data.") if key.removeprefix("data.") not in FEEDING]
+    if changed:
+      shown = ", ".join(f"{key} {a!r} there, {b!r} here" for key, a, b in changed[:3])
+      raise ConfigError(f"jtt.first_run={first_run} was trained on other data ({shown}): its "
+                        "errors index another training split; train the first run on this data")
+  return theirs
 
 
 def error_set(first_run: str, dataset) -> np.ndarray:
   """Sorted indices of the training rows that the first run's newest state classifies wrong
   (argmax of its outputs != label). `dataset` must be the data it was trained on."""
   config = first_config(first_run)
-  if config.get("algo") != "classifier":
-    raise ConfigError(f"jtt.first_run={first_run} is a {config.get('algo')!r} run; JTT's first "
-                      "run is ERM, a classifier run")
-  if config.get("replicas", {}).get("count", 0):
-    raise ConfigError(f"jtt.first_run={first_run} trained {config.replicas.count} replicas; "
-                      "give it a run of one model")
   algorithm = classifier.build(config, dataset)
   # On one local device, as every host needs the whole error set (the predictions of a
   # training split are cheap next to training on it).

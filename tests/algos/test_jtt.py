@@ -1,5 +1,8 @@
 """JTT: the first run's training errors, upsampled in an epoch order that resumes exactly."""
 
+import json
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -83,9 +86,23 @@ def test_refuses_a_missing_first_run(tmp_path):
 def test_refuses_a_first_run_on_other_data(first_run, tmp_path):
   config = _config("jtt", first_run[0])
   config.data.alignment = 0.5
-  with pytest.raises(ConfigError, match=r"trained on other data \(data.alignment"):
+  with pytest.raises(ConfigError, match=r"trained on other data \(data.alignment 0.95 there, "
+                     r"0.5 here\)"):
     runner.run(config, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()
+  config.data.alignment, config.data.prefetch = 0.95, 3  # how batches are fed: the same data
+  jtt.check_config(config)
+
+
+def test_refuses_a_first_run_that_is_not_one_classifier(first_run, tmp_path):
+  with pytest.raises(ConfigError, match="no config.json there, not a jaxml workdir"):
+    jtt.check_config(_config("jtt", str(tmp_path)))
+  erm = json.load(open(os.path.join(first_run[0], "config.json")))
+  for changes, says in [({"algo": "sifer"}, "is a 'sifer' run; JTT's first run is ERM"),
+                        ({"replicas": {**erm["replicas"], "count": 2}}, "trained 2 replicas")]:
+    (tmp_path / "config.json").write_text(json.dumps({**erm, **changes}))
+    with pytest.raises(ConfigError, match=says):
+      jtt.check_config(_config("jtt", str(tmp_path)))
 
 
 @pytest.mark.parametrize("key, value, says", [
