@@ -8,8 +8,8 @@ mean cross-entropy of the batch's rows of group g (0 for a group the batch lacks
   q <- q * exp(step_size * l_g), normalised to sum 1    (exponentiated gradient; no gradient)
   loss = sum_g q_g * l_g                                 (the optimizer's, through l_g)
 
-`step_size` 0 keeps q uniform: the loss is then the mean of the present groups' means (with
-the absent ones' weight idle), not ERM's mean over rows. Model, optimizer, augmentation and
+`step_size` 0 keeps q uniform: the loss is then the sum of the present groups' means over G
+(an absent group's weight idles), not ERM's mean over rows. Model, optimizer, augmentation and
 eval are the classifier's; G is static, from the data (its largest group id + 1, or the
 field's named categories). The algorithm contract is `jaxml/algos/base.py`.
 """
