@@ -16,10 +16,10 @@ land, 1 landbird on water, 2 waterbird on land, 3 waterbird on water: Sagawa et 
 numbering). Task: 2-class classification of `label` from `image`, groups ("group",
 "aligned"), as in jaxml/data/spurious.py.
 
-Images are read when a batch is read (PIL, on a thread pool: `decode_images`): shorter
-side resized to S (bilinear), centre-cropped to S x S, as the `celeba` source does (the
-paper's transform squashes to 256 x 256 and crops 224, a similar crop of these roughly
-square images). The metadata is read at load, and every image of the splits used must exist.
+Images are decoded when a batch is read (PIL, on a thread pool: `decode_images`), and their
+centred square resized to S x S (bilinear), as the `celeba` source does; the paper's transform
+instead squashes the whole image to 256 x 256 and keeps the central 224. The metadata is read
+at load, and every image of the splits used must exist then.
 
 Splits: train (4,795 images) and, as the Dataset's `test`, the release's test (5,794) or
 validation (1,199) part per `data.eval_split`.
