@@ -11,8 +11,6 @@ from PIL import Image
 from tensorflow_datasets.core.features import image_feature
 from tensorflow_datasets.datasets.celeb_a import celeb_a_dataset_builder as tfds_celeba
 
-from experiments import classifier as classifier_config
-from jaxml.algos import classifier
 from jaxml.data import load_dataset
 from jaxml.data.check import check_examples
 from jaxml.data.sources import celeba
@@ -198,17 +196,3 @@ def test_prepared_max_examples_reads_the_first_records(prepared):
   assert batch["image"].shape == (9, 218, 178, 3)
   for key in ("label", "attribute", "group"):
     np.testing.assert_array_equal(batch[key], first[key])
-
-
-@pytest.mark.parametrize("name", ["celeba", "waterbirds"])
-def test_classifier_variants_are_valid_configs(name):
-  """The accelerator variants (not run here: they need the data) pass the classifier's
-  checks, take their source's settings, and their smoke versions stay small."""
-  config = classifier_config.get_config(f"spurious={name}")
-  classifier.check_config(config)
-  source = __import__(f"jaxml.data.sources.{name}", fromlist=["DEFAULTS"])
-  assert {k: config.data[k] for k in source.DEFAULTS} == source.DEFAULTS
-  assert (config.model.name, config.model.depth, config.model.stem) == ("resnet", 18, "cifar")
-  smoke = classifier_config.get_config(f"spurious={name},smoke")
-  classifier.check_config(smoke)
-  assert smoke.data.image_size < config.data.image_size

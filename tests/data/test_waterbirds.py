@@ -1,4 +1,5 @@
-"""The `waterbirds` source on a tiny synthetic release: metadata.csv and flat-colour images."""
+"""The `waterbirds` source on a tiny synthetic release (metadata.csv and flat-colour images), and
+the classifier's accelerator variants spurious=waterbirds and spurious=celeba."""
 
 import csv
 import os
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 from experiments import classifier as classifier_config
+from jaxml.algos import classifier
 from jaxml.data import load_dataset
 from jaxml.data.check import check_examples
 from jaxml.errors import ConfigError
@@ -130,3 +132,17 @@ def test_variant_runs_through_the_runner(release, tmp_path):
   summary = run_compiling_once(config, tmp_path / "run")
   assert summary["completed"] and np.isfinite(summary["eval/loss"])
   assert any("group" in key for key in summary), sorted(summary)
+
+
+@pytest.mark.parametrize("name", ["celeba", "waterbirds"])
+def test_classifier_variants_are_valid_configs(name):
+  """The accelerator variants (not run here: they need the data) pass the classifier's
+  checks, take their source's settings, and their smoke versions stay small."""
+  config = classifier_config.get_config(f"spurious={name}")
+  classifier.check_config(config)
+  source = __import__(f"jaxml.data.sources.{name}", fromlist=["DEFAULTS"])
+  assert {k: config.data[k] for k in source.DEFAULTS} == source.DEFAULTS
+  assert (config.model.name, config.model.depth, config.model.stem) == ("resnet", 18, "cifar")
+  smoke = classifier_config.get_config(f"spurious={name},smoke")
+  classifier.check_config(smoke)
+  assert smoke.data.image_size < config.data.image_size
