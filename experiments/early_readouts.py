@@ -13,7 +13,8 @@ Methods, all on the same model and data (the classifier's `spurious=<data>` vari
              upsampled `jtt.upweight` times (jaxml/algos/jtt.py)
   group_dro  GroupDRO, the oracle: it reads the group field in training (jaxml/algos/group_dro.py)
 
-Data: coloured_digits (default), patched_digits, slab. E.g.
+Data: coloured_digits (default), patched_digits, slab; celeba and waterbirds (ResNet-18, for
+accelerators; see experiments/classifier.py). E.g.
   python -m launch.main --config experiments/early_readouts.py:method=sifer \
       --workdir /tmp/jaxml/sifer [--config.sifer.forget_every=4 --config.model.readout.depth=1]
   python -m launch.main --config experiments/classifier.py:spurious=coloured_digits \
@@ -82,5 +83,7 @@ def _smaller_student(model: ml_collections.ConfigDict) -> None:
   if model.name == "cnn":
     model.channels = tuple(max(4, w // 4) for w in model.channels)
     model.dense = max(8, model.dense // 4)
+  elif model.name == "resnet":  # celeba, waterbirds
+    model.width = max(4, model.get("width", 64) // 4)
   else:
     model.hidden = tuple(max(8, w // 4) for w in model.hidden)

@@ -18,6 +18,7 @@ activation) in the readout, else it is linear. Feature maps are global-average-p
 A model with a readout (any model using `Trunk` below) offers, besides the usual interface:
 
   model.features_at(x, depth, *, train)      activation after trunk layer `depth`, un-stopped
+  model.logits_from(a, depth, *, train)      logits from activation `a` after layer `depth`
   model.readout(x, *, train, stop_gradient=True) -> readout logits [B, num_classes]
   model.logits_and_readout(x, *, train)      (logits, readout logits) from ONE trunk pass
   trunk_below(model, depth=None)             mask over the Params: the trunk layers <= depth
@@ -106,6 +107,17 @@ class Trunk:
     if not 0 <= depth <= self.trunk_depth:
       raise ValueError(f"depth {depth} outside the trunk's 0..{self.trunk_depth}")
     return self._run(x, depth, train)[0]
+
+  def logits_from(self, activation: jax.Array, depth: int, *, train: bool = False) -> jax.Array:
+    """Logits from the activation after trunk layer `depth` (as `features_at` gives it):
+    layers depth+1.. to the top, `_finish` and `head`, so that
+    `logits_from(features_at(x, d), d)` is `model(x)`. Its gradient with respect to the
+    activation is what Grad-CAM weighs a feature map by (jaxml/evaluators/saliency.py)."""
+    if not 0 <= depth <= self.trunk_depth:
+      raise ValueError(f"depth {depth} outside the trunk's 0..{self.trunk_depth}")
+    for index in range(depth, self.trunk_depth):
+      activation = self._layer(index, activation, train)
+    return self.head(self._finish(activation))
 
   def features(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     return self._finish(self._run(x, self.trunk_depth, train)[0])

@@ -204,3 +204,22 @@ def test_bad_readout_values(block, message):
 def test_a_model_without_readouts_refuses_one():
   with pytest.raises(ConfigError, match="recommender model has no early readout"):
     build(input_shape=(2,), readout=dict(depth=1), name="recommender", vocab=10)
+
+
+@pytest.mark.parametrize("fields, shape", [(CNN, (8, 8, 1)), (MLP, (6,)), (RESNET, (8, 8, 3))],
+                         ids=["cnn", "mlp", "resnet"])
+def test_logits_from_a_layers_activation_are_the_models_logits(fields, shape):
+  """The rest of the network from any depth, 0 (the stem's output) to the top, gives back
+  model(x): what Grad-CAM differentiates (jaxml/evaluators/saliency.py)."""
+  model = build(input_shape=shape, **fields)
+  depths = range(model.trunk_depth + 1)
+
+  @jax.jit
+  def outputs(model, x):
+    return model(x), [model.logits_from(model.features_at(x, d), d) for d in depths]
+
+  logits, resumed = outputs(model, images(shape))
+  for depth, from_depth in zip(depths, resumed):
+    np.testing.assert_allclose(from_depth, logits, rtol=1e-5, atol=1e-5, err_msg=f"{depth}")
+  with pytest.raises(ValueError, match=rf"depth {model.trunk_depth + 1} outside"):
+    model.logits_from(logits, model.trunk_depth + 1)
