@@ -7,14 +7,19 @@ the privacy spent logged as `dp/epsilon`. The algorithm contract is `jaxml/algos
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
 import optax
 from flax import nnx
 
 from jaxml import models
 from jaxml.algos.base import Algorithm, BatchSampler
-from jaxml.core import checks, rng
+from jaxml.core import checks, files, rng
+from jaxml.core.checkpoint import Checkpointer
 from jaxml.core.optim import check_optimizer, make_optimizer
 from jaxml.core.state import TrainState, split_model
 from jaxml.data import augment
@@ -155,3 +160,67 @@ def make_predict(input_field: str):
   """Class probabilities [B, C] in eval mode: scores to threshold or calibrate after training."""
   return lambda state, batch: jax.nn.softmax(
       state.model()(batch[input_field], train=False).astype(jnp.float32), axis=-1)
+
+
+def trained_config(workdir: str, key: str) -> ml_collections.ConfigDict:
+  """The resolved config (config.json) of the classifier run in `workdir`, which another
+  algorithm names with its config `key` (a teacher, JTT's first run); ConfigError naming
+  `key` unless it is a jaxml workdir of a classifier run of one model."""
+  where = f"{key}={workdir}"
+  try:
+    config = ml_collections.ConfigDict(
+        files.read_json(os.path.join(files.as_str(workdir), "config.json")))
+  except FileNotFoundError:
+    raise ConfigError(f"{where}: no config.json there, so not a jaxml workdir; it must be "
+                      "the workdir of a trained classifier run") from None
+  if config.get("algo") != "classifier":
+    raise ConfigError(f"{where} is a {config.get('algo', config.get('study'))!r} run; it must "
+                      "be a classifier run")
+  count = config.get("replicas", {}).get("count", 0)
+  if count:
+    raise ConfigError(f"{where} trained {count} replicas side by side; it must be a run of "
+                      "one model")
+  return config
+
+
+def restore(workdir: str, dataset, key: str):
+  """(config, algorithm, state) of the classifier run in `workdir` (`trained_config`), built
+  for `dataset` and restored from its newest checkpoint onto one local device (every host
+  holds it whole). The opening of a trained run that an algorithm may do: `jaxml.trained`
+  sits above the algorithms. ConfigError naming `key` where it has no readable checkpoint or
+  its model does not fit this data (another input shape or number of classes)."""
+  config = trained_config(workdir, key)
+  inputs = dataset.fields[fields_of(dataset)[0]]
+  unfit = ConfigError(
+      f"{key}={workdir}: its model does not fit a classifier of this data ({dataset.name!r}: "
+      f"inputs of shape {list(inputs.shape)}, {num_classes(config, dataset)} classes); it "
+      "must be trained on data of the same input shape and classes")
+  try:
+    algorithm = build(config, dataset)  # e.g. its image augmentation on this data's vectors
+  except ConfigError:
+    raise unfit from None
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                          jax.eval_shape(algorithm.init, jax.random.key(0)))
+  checkpointer = Checkpointer(files.as_str(workdir))
+  try:
+    state = checkpointer.restore_latest(abstract)  # other shapes: ConfigError
+  except ConfigError:
+    raise unfit from None
+  finally:
+    checkpointer.close()
+  if state is None:
+    raise ConfigError(f"{key}={workdir} has no readable checkpoint")
+  return config, algorithm, state
+
+
+def predicted_classes(algorithm: Algorithm, state, split, batch_size: int) -> np.ndarray:
+  """argmax of `algorithm.predict` over every example of `split` [N], in batches of
+  `batch_size` (the tail padded with the last example, so it compiles once)."""
+  predict = jax.jit(algorithm.predict)
+  n = len(split)
+  out = []
+  for start in range(0, n, batch_size):
+    rows = np.minimum(np.arange(start, start + batch_size), n - 1)
+    out.append(np.asarray(predict(state, split.read(rows))).argmax(-1))
+  return np.concatenate(out)[:n]

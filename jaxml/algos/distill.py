@@ -19,7 +19,7 @@ distillation (all weights 1); a student without a readout (`model.readout.depth`
 weights 1 and no readout loss, and then beta must be 0.
 
 Config block `distill`: `teacher`, the workdir of a trained classifier run on the same data
-(opened with `jaxml.trained.load`; same input shape and number of classes); `alpha` in [0, 1];
+(opened with `classifier.restore`; same input shape and number of classes); `alpha` in [0, 1];
 `temperature` T > 0; `beta` >= 0. The rest is the classifier's (model, augment,
 label_smoothing on the CE term, optimizer); DP-SGD is not offered.
 
@@ -44,10 +44,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxml import models, trained
+from jaxml import models
 from jaxml.algos import classifier
 from jaxml.algos.base import Algorithm
-from jaxml.core import checks, files, rng
+from jaxml.core import checks, rng
 from jaxml.core.optim import check_optimizer, make_optimizer
 from jaxml.core.state import TrainState, split_model
 from jaxml.data import augment
@@ -77,9 +77,7 @@ def check_config(config) -> None:
   if checks.lookup(config, "dp.enabled", False):
     raise ConfigError("dp.enabled=True: distillation has no DP-SGD training; set "
                       "dp.enabled=False")
-  if not (files.as_path(teacher) / "config.json").exists():
-    raise ConfigError(f"distill.teacher={teacher}: no config.json there, so not a jaxml "
-                      f"workdir; {NEEDS_TEACHER}")
+  classifier.trained_config(teacher, "distill.teacher")  # a classifier run, before the data
 
 
 def readout_depth(config) -> int:
@@ -94,7 +92,7 @@ def build(config, dataset) -> Algorithm:
   augment.check(config.augment, input_shape)
   classes = classifier.num_classes(config, dataset)
   check_labels(dataset, classes)
-  teacher = load_teacher(config.distill.teacher, dataset, inputs, classes)
+  teacher = load_teacher(config.distill.teacher, dataset)
   make_model = lambda rngs: models.create(config.model, num_classes=classes,
                                           input_shape=input_shape, rngs=rngs)
   tx = make_optimizer(config.optimizer, config.num_steps)
@@ -124,41 +122,13 @@ class Teacher(NamedTuple):
     return jax.lax.stop_gradient(model(inputs, train=False))
 
 
-def load_teacher(workdir: str, dataset, inputs: str, classes: int) -> Teacher:
-  """The teacher run in `workdir` at its newest checkpoint; ConfigError naming
-  `distill.teacher` unless it classifies inputs shaped like `dataset`'s into `classes`."""
-  where = f"distill.teacher={workdir}"
-  try:
-    run = trained.load(workdir)
-  except ConfigError as err:
-    raise ConfigError(f"{where}: {err}") from None
-  if run.steps.algorithm.replicas:
-    raise ConfigError(f"{where} trained {run.steps.algorithm.replicas} replicas side by side; "
-                      f"{NEEDS_TEACHER} that trained one model")
-  if getattr(run.state, "graphdef", None) is None:
-    raise ConfigError(f"{where}: its {run.config.algo!r} state holds no model; {NEEDS_TEACHER}")
-  theirs = run.dataset.fields[run.dataset.task.inputs[0]] if run.dataset.task.inputs else None
-  ours = dataset.fields[inputs]
-  if theirs is None or tuple(theirs.shape) != tuple(ours.shape):
-    raise ConfigError(
-        f"{where} was trained on {run.dataset.name!r}, whose inputs have shape "
-        f"{list(theirs.shape) if theirs else None}, but this data's {inputs!r} (of "
-        f"{dataset.name!r}) have shape {list(ours.shape)}: the teacher must be trained on the "
-        "same data")
-  state = run.state
-  teacher = Teacher(state.graphdef, jax.device_get(
+def load_teacher(workdir: str, dataset) -> Teacher:
+  """The teacher run in `workdir` at its newest checkpoint (`classifier.restore`: a classifier
+  run of one model whose model fits this data's inputs and classes; ConfigError naming
+  `distill.teacher` otherwise)."""
+  _, _, state = classifier.restore(workdir, dataset, "distill.teacher")
+  return Teacher(state.graphdef, jax.device_get(
       {"params": state.params, "model_state": state.model_state}))
-  example = jax.ShapeDtypeStruct((1, *ours.shape), ours.dtype)
-  try:
-    out = jax.eval_shape(teacher.logits, teacher.variables, example)
-  except Exception as err:  # pylint: disable=broad-except  # any model that cannot classify
-    raise ConfigError(f"{where}: its {run.config.algo!r} model does not take this data's "
-                      f"inputs ({type(err).__name__}: {err}); {NEEDS_TEACHER}") from None
-  if out.shape != (1, classes):
-    raise ConfigError(f"{where} predicts {list(out.shape[1:])} outputs per example, but this "
-                      f"data has {classes} classes (data {dataset.name!r}): the teacher must "
-                      "be trained on the same classes")
-  return teacher
 
 
 def dedier_weights(readout_logits: jax.Array, labels: jax.Array, beta: float) -> jax.Array:

@@ -8,26 +8,21 @@ upsampled epoch. The order of those epochs is the pipeline's (`batch_indices` ov
 upsampled list), a pure function of (seed, step), so a resumed run reads what it would have.
 The error set's size is logged as `jtt/errors`. Model, optimizer and eval are the classifier's.
 
-The first run is opened from its workdir with the pieces below the runner (its config.json,
-the classifier's own `build`, the one checkpoint path): `jaxml.trained.load` sits above the
-algorithms (tests/test_layers.py), and this run's data, identical by the check in
-`check_config`, is reused rather than loaded a second time.
+The first run is opened with `classifier.restore` on this run's data (identical by the check
+in `check_config`, so it is not loaded a second time).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
-import jax
 import numpy as np
 import ml_collections
 
 from jaxml.algos import classifier
 from jaxml.algos.base import Algorithm, BatchSampler
-from jaxml.core import checks, files
+from jaxml.core import checks
 from jaxml.core import workdir as workdir_lib
-from jaxml.core.checkpoint import Checkpointer
 from jaxml.data.base import labels_of
 from jaxml.data.pipeline import batch_indices
 from jaxml.errors import ConfigError
@@ -76,65 +71,28 @@ def worst_groups(dataset) -> tuple[str, ...]:
   return tuple(f"eval/{group}/worst_group/accuracy" for group in dataset.task.groups)
 
 
-def first_config(first_run: str, config=None) -> ml_collections.ConfigDict:
-  """The first run's resolved config (its config.json), or ConfigError unless it is a
-  classifier run of one model and, given this run's `config`, on the same data: its data
-  block is this run's (`prefetch` aside), as the error set indexes the training split."""
-  try:
-    theirs = ml_collections.ConfigDict(
-        files.read_json(os.path.join(files.as_str(first_run), "config.json")))
-  except FileNotFoundError:
-    raise ConfigError(f"jtt.first_run={first_run}: no config.json there, not a jaxml "
-                      "workdir") from None
-  if theirs.get("algo") != "classifier":
-    raise ConfigError(f"jtt.first_run={first_run} is a {theirs.get('algo')!r} run; JTT's first "
-                      "run is ERM, a classifier run")
-  if theirs.get("replicas", {}).get("count", 0):
-    raise ConfigError(f"jtt.first_run={first_run} trained {theirs.replicas.count} replicas; "
-                      "give it a run of one model")
-  if config is not None:
-    changed = [(key, a, b) for key, a, b in workdir_lib.config_changes(
-        workdir_lib.config_json(theirs).get("data", {}), workdir_lib.config_json(config)["data"],
-        "data.") if key.removeprefix("data.") not in FEEDING]
-    if changed:
-      shown = ", ".join(f"{key} {a!r} there, {b!r} here" for key, a, b in changed[:3])
-      raise ConfigError(f"jtt.first_run={first_run} was trained on other data ({shown}): its "
-                        "errors index another training split; train the first run on this data")
+def first_config(first_run: str, config) -> ml_collections.ConfigDict:
+  """The first run's resolved config, or ConfigError unless it is a classifier run of one
+  model (`classifier.trained_config`) on this run's data: its data block is this run's
+  (`prefetch` aside), as the error set indexes the training split."""
+  theirs = classifier.trained_config(first_run, "jtt.first_run")
+  changed = [(key, a, b) for key, a, b in workdir_lib.config_changes(
+      workdir_lib.config_json(theirs).get("data", {}), workdir_lib.config_json(config)["data"],
+      "data.") if key.removeprefix("data.") not in FEEDING]
+  if changed:
+    shown = ", ".join(f"{key} {a!r} there, {b!r} here" for key, a, b in changed[:3])
+    raise ConfigError(f"jtt.first_run={first_run} was trained on other data ({shown}): its "
+                      "errors index another training split; train the first run on this data")
   return theirs
 
 
 def error_set(first_run: str, dataset) -> np.ndarray:
   """Sorted indices of the training rows that the first run's newest state classifies wrong
   (argmax of its outputs != label). `dataset` must be the data it was trained on."""
-  config = first_config(first_run)
-  algorithm = classifier.build(config, dataset)
-  # On one local device, as every host needs the whole error set (the predictions of a
-  # training split are cheap next to training on it).
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                          jax.eval_shape(algorithm.init, jax.random.key(0)))
-  checkpointer = Checkpointer(first_run)
-  try:
-    state = checkpointer.restore_latest(abstract)
-  finally:
-    checkpointer.close()
-  if state is None:
-    raise ConfigError(f"jtt.first_run={first_run} has no readable checkpoint")
-  predicted = predicted_classes(algorithm.predict, state, dataset.train,
-                                int(config.eval_batch_size))
+  config, algorithm, state = classifier.restore(first_run, dataset, "jtt.first_run")
+  predicted = classifier.predicted_classes(algorithm, state, dataset.train,
+                                           int(config.eval_batch_size))
   return np.flatnonzero(predicted != labels_of(dataset.train, algorithm.target))
-
-
-def predicted_classes(predict, state, split, batch_size: int) -> np.ndarray:
-  """argmax of `predict` over every example of `split`, in batches of `batch_size` (the tail
-  padded with the last example, so it compiles once)."""
-  predict = jax.jit(predict)
-  n = len(split)
-  out = []
-  for start in range(0, n, batch_size):
-    rows = np.minimum(np.arange(start, start + batch_size), n - 1)
-    out.append(np.asarray(predict(state, split.read(rows))).argmax(-1))
-  return np.concatenate(out)[:n]
 
 
 def upsampled_epoch(num_train: int, errors: np.ndarray, upweight: int) -> np.ndarray:
