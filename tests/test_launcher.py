@@ -16,6 +16,7 @@ EXPERIMENTS = sorted(os.path.relpath(p, REPO)
 # of each, not two (these are among the slowest smoke runs).
 RUN_ELSEWHERE = {
     # Through the launcher, with every check below, as the study tests' shared fixture.
+    "experiments/early_readouts_study.py": "tests/studies/test_early_readouts.py",
     "experiments/fairness.py": "tests/studies/test_fairness.py",
     "experiments/smooth_activations.py": "tests/studies/test_smooth_activations.py",
     # In-process through the runner, asserting one compilation per step; the launcher path

@@ -86,6 +86,18 @@ for r in study_rows:
   if r["part"] == "activations":
     assert abs(r["pd_mean"] - summaries[r["label"]]["eval/pd/relative"]) < 1e-4, r
 """,
+    # ERM reads the colour: right on aligned test digits far more than on misaligned ones;
+    # the misaligned accuracy recomputed from saved predictions is the one each run logged;
+    # DeDiER's weights are the NumPy formula's; Grad-CAM maps lie in [0, 1] with max 1.
+    "early_readouts.ipynb": """
+erm = summaries["ERM"]
+assert erm["eval/aligned/aligned/accuracy"] > erm["eval/aligned/misaligned/accuracy"] + 0.3, erm
+for name, value in recomputed.items():
+  assert abs(value - summaries[name]["eval/aligned/worst_group/accuracy"]) < 1e-9, name
+np.testing.assert_allclose(weights, numpy_weights, rtol=1e-5)
+for name, m in maps.items():
+  assert m.shape == (8, 8, 8) and m.min() >= 0 and np.allclose(m.max((1, 2)), 1), name
+""",
 }
 
 

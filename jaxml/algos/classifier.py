@@ -58,6 +58,21 @@ def check_config(config) -> None:
   check_optimizer(config.optimizer)
 
 
+def check_extension(config, name: str, rules) -> None:
+  """The data-free checks of an algorithm that trains this classifier another way
+  (`jaxml/algos/<name>.py`: sifer, distill, jtt, group_dro): its config block `name` is
+  there, `rules` hold (this module's RULES among them), DP-SGD is off (only this module's
+  own step is private and accounted for) and the optimizer is valid."""
+  if name not in config:
+    raise ConfigError(f"the config lacks the {name} block: start from "
+                      f"experiments/early_readouts.py:method={name}")
+  checks.check_values(config, rules)
+  if checks.lookup(config, "dp.enabled", False):
+    raise ConfigError(f"dp.enabled=True: {name} has no DP-SGD training (only the classifier's "
+                      "own step is private and accounted for); train it without dp")
+  check_optimizer(config.optimizer)
+
+
 def build(config, dataset) -> Algorithm:
   """A classifier of the data's task: its input field in, its integer target out."""
   check_config(config)

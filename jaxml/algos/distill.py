@@ -48,7 +48,7 @@ from jaxml import models
 from jaxml.algos import classifier
 from jaxml.algos.base import Algorithm
 from jaxml.core import checks, rng
-from jaxml.core.optim import check_optimizer, make_optimizer
+from jaxml.core.optim import make_optimizer
 from jaxml.core.state import TrainState, split_model
 from jaxml.data import augment
 from jaxml.data.base import check_labels
@@ -64,8 +64,7 @@ NEEDS_TEACHER = "a student needs its teacher: the workdir of a trained classifie
 
 def check_config(config) -> None:
   """The checks that need no data (`jaxml/algos/base.py`)."""
-  checks.check_values(config, RULES)
-  check_optimizer(config.optimizer)
+  classifier.check_extension(config, "distill", RULES)
   teacher = config.distill.teacher
   if not isinstance(teacher, str) or not teacher:
     raise ConfigError(f"distill.teacher={teacher!r}: {NEEDS_TEACHER}")
@@ -74,9 +73,6 @@ def check_config(config) -> None:
     raise ConfigError(f"distill.beta={beta} weights examples by the student's early readout, "
                       "but model.readout.depth=0 (no readout): set model.readout.depth >= 1, "
                       "or distill.beta=0 for Hinton distillation")
-  if checks.lookup(config, "dp.enabled", False):
-    raise ConfigError("dp.enabled=True: distillation has no DP-SGD training; set "
-                      "dp.enabled=False")
   classifier.trained_config(teacher, "distill.teacher")  # a classifier run, before the data
 
 

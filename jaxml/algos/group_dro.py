@@ -46,14 +46,7 @@ RULES = {"group_dro.group": _field_name, "group_dro.step_size": checks.non_negat
 
 def check_config(config) -> None:
   """The checks that need no data (`jaxml/algos/base.py`)."""
-  if "group_dro" not in config:
-    raise ConfigError("the config lacks the group_dro block (group, step_size): start it from "
-                      "experiments/early_readouts.py:method=group_dro")
-  checks.check_values(config, RULES)
-  if config.dp.enabled:
-    raise ConfigError("dp.enabled=True: GroupDRO's group-weighted loss has no DP-SGD form "
-                      "here; train it without dp")
-  classifier.check_config(config)
+  classifier.check_extension(config, "group_dro", RULES)
 
 
 def build(config, dataset) -> Algorithm:

@@ -43,14 +43,7 @@ RULES = {"jtt.first_run": _workdir, "jtt.upweight": checks.count(1), **classifie
 def check_config(config) -> None:
   """The checks that need no data (`jaxml/algos/base.py`), the first run's config among them:
   a bad first run is refused before this run's data is loaded."""
-  if "jtt" not in config:
-    raise ConfigError("the config lacks the jtt block (first_run, upweight): start it from "
-                      "experiments/early_readouts.py:method=jtt")
-  checks.check_values(config, RULES)
-  if config.dp.enabled:
-    raise ConfigError("dp.enabled=True: JTT samples its batches from the upsampled epoch, which "
-                      "DP-SGD's accounting does not cover; train it without dp")
-  classifier.check_config(config)
+  classifier.check_extension(config, "jtt", RULES)
   first_config(config.jtt.first_run, config)
 
 

@@ -48,7 +48,7 @@ from jaxml import models
 from jaxml.algos import classifier
 from jaxml.algos.base import Algorithm
 from jaxml.core import checks, rng
-from jaxml.core.optim import check_optimizer, make_optimizer
+from jaxml.core.optim import make_optimizer
 from jaxml.core.state import TrainState, split_model
 from jaxml.data import augment
 from jaxml.data.base import check_labels
@@ -68,15 +68,11 @@ def check_config(config) -> None:
   if missing:
     raise ConfigError(f"sifer needs {', '.join(missing)}: start from "
                       "experiments/early_readouts.py:method=sifer")
-  checks.check_values(config, RULES)
+  classifier.check_extension(config, "sifer", RULES)
   depth = checks.lookup(config, "model.readout.depth", 0)
   if checks.count(1)(depth):  # absent or 0: the model would have no readout
     raise ConfigError(f"model.readout.depth={depth!r} must be an integer >= 1: sifer forgets "
                       "through an early readout")
-  if checks.lookup(config, "dp.enabled", False):
-    raise ConfigError("dp.enabled=True is not supported by sifer (its forget step is not "
-                      "privatised): train it without DP")
-  check_optimizer(config.optimizer)
 
 
 def build(config, dataset) -> Algorithm:

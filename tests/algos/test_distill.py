@@ -210,7 +210,7 @@ def test_dedier_smoke_run_through_the_runner(teacher, tmp_path):
      r"distill.beta=2.0 .* model.readout.depth=0"),
     ({"distill.alpha": 1.5}, r"distill.alpha=1.5 must be in \[0, 1\]"),
     ({"distill.temperature": 0.0}, r"distill.temperature=0.0 must be > 0"),
-    ({"dp.enabled": True}, r"dp.enabled=True: distillation has no DP-SGD"),
+    ({"dp.enabled": True}, r"dp.enabled=True: distill has no DP-SGD training"),
 ])
 def test_check_config_refuses(overrides, message, tmp_path):
   config = _config("dedier", "/no/such/teacher")  # the other checks come before the file's

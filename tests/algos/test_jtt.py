@@ -107,7 +107,7 @@ def test_refuses_a_first_run_that_is_not_one_classifier(first_run, tmp_path):
 
 @pytest.mark.parametrize("key, value, says", [
     ("jtt.upweight", 0, "jtt.upweight=0 must be an integer >= 1"),
-    ("dp.enabled", True, "dp.enabled=True: JTT samples its batches"),
+    ("dp.enabled", True, "dp.enabled=True: jtt has no DP-SGD training"),
 ])
 def test_refuses_bad_settings_before_the_data(key, value, says):
   config = _config("jtt", "/nowhere")
