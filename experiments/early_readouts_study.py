@@ -20,8 +20,9 @@ What the study does per data set (jaxml/studies/early_readouts.py):
            every seed (the paper's protocol)
   per seed ERM (also the teacher of distill/dedier), JTT's first run (ERM for
            `jtt_first_fraction` of the steps), then SiFeR, distill, DeDiER, JTT, GroupDRO,
-           measured on the test split: average accuracy, and worst-group accuracy over the
-           (label, shortcut) groups and over aligned/misaligned
+           and distill/DeDiER again with the JTT run as the teacher (distill_jtt,
+           dedier_jtt), measured on the test split: average accuracy, and worst-group
+           accuracy over the (label, shortcut) groups and over aligned/misaligned
 """
 
 import ml_collections
@@ -38,7 +39,8 @@ def get_config(arg=None):
   opts = parse_arg(arg, smoke=False, seed=0)
   c = base.study_config("early_readouts", seed=opts.seed)
   c.datasets = DATASETS
-  c.methods = early_readouts.METHODS
+  # "<distiller>_jtt": the distiller's run config taught by the JTT run instead of ERM's.
+  c.methods = early_readouts.METHODS + ("distill_jtt", "dedier_jtt")
   c.seeds = (0, 1, 2)
   # Every run's config, by data set and method (experiments/early_readouts.py); the study sets
   # the seed, distill.teacher, jtt.first_run and, in the search, the sifer keys.

@@ -177,10 +177,16 @@ def make_predict(input_field: str):
       state.model()(batch[input_field], train=False).astype(jnp.float32), axis=-1)
 
 
+# Algorithms whose TrainState is exactly this module's (JTT trains it on other batches), so
+# that `restore` opens their runs.
+CLASSIFIER_STATE = ("classifier", "jtt")
+
+
 def trained_config(workdir: str, key: str) -> ml_collections.ConfigDict:
   """The resolved config (config.json) of the classifier run in `workdir`, which another
   algorithm names with its config `key` (a teacher, JTT's first run); ConfigError naming
-  `key` unless it is a jaxml workdir of a classifier run of one model."""
+  `key` unless it is a jaxml workdir of a run of one model with the classifier's state
+  (CLASSIFIER_STATE)."""
   where = f"{key}={workdir}"
   try:
     config = ml_collections.ConfigDict(
@@ -188,9 +194,9 @@ def trained_config(workdir: str, key: str) -> ml_collections.ConfigDict:
   except FileNotFoundError:
     raise ConfigError(f"{where}: no config.json there, so not a jaxml workdir; it must be "
                       "the workdir of a trained classifier run") from None
-  if config.get("algo") != "classifier":
+  if config.get("algo") not in CLASSIFIER_STATE:
     raise ConfigError(f"{where} is a {config.get('algo', config.get('study'))!r} run; it must "
-                      "be a classifier run")
+                      f"be a classifier run (algo {' or '.join(CLASSIFIER_STATE)})")
   count = config.get("replicas", {}).get("count", 0)
   if count:
     raise ConfigError(f"{where} trained {count} replicas side by side; it must be a run of "

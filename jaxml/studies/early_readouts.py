@@ -9,7 +9,8 @@ Per data set, every run is a config of `config.runs.<data set>.<method>` trained
                       rate of `config.search`; the best validation average accuracy wins
   erm_s<seed>         ERM: the baseline, distill's and DeDiER's teacher
   jtt_first_s<seed>   ERM for `jtt_first_fraction` of the steps: JTT's first model
-  <method>_s<seed>    sifer (the searched configuration), distill, dedier, jtt, group_dro
+  <method>_s<seed>    sifer (the searched configuration), distill, dedier, jtt, group_dro;
+                      distill_jtt and dedier_jtt: the distillers taught by the JTT run
 
 Each measured run is a row of <workdir>/results.jsonl keyed by (data set, method, seed), its
 numbers read from the run's own final evaluation on the test split (the runner's group
@@ -38,9 +39,13 @@ from jaxml.errors import ConfigError
 from jaxml.studies import figures, results, runs, tables
 from jaxml.studies.base import Study
 
-METHODS = ("erm", "sifer", "distill", "dedier", "jtt", "group_dro")
+METHODS = ("erm", "sifer", "distill", "dedier", "jtt", "group_dro", "distill_jtt",
+           "dedier_jtt")
 ALGOS = {"erm": "classifier", "sifer": "sifer", "distill": "distill", "dedier": "distill",
          "jtt": "jtt", "group_dro": "group_dro"}
+# The distillers' teachers: ERM's run, or (method "<distiller>_jtt", the run config of
+# "<distiller>") JTT's, a less biased teacher of the same model.
+TEACHERS = {"distill": "erm", "dedier": "erm", "distill_jtt": "jtt", "dedier_jtt": "jtt"}
 DATASETS = ("coloured_digits", "patched_digits", "slab")
 # The numbers of a row, from the run's summary.json.
 MEASURES = {"accuracy": "eval/accuracy",
@@ -88,7 +93,9 @@ def validate(config) -> None:
   if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
     raise ConfigError(f"seeds={seeds} must be integers >= 0, at least one")
   for d in datasets:
-    for m in set(methods) | {"erm", "sifer"}:  # erm: teacher and first runs; sifer: search
+    # erm: teacher and first runs; sifer: the search; jtt: the *_jtt distillers' teacher
+    for m in {base_method(m) for m in methods} | {"erm", "sifer"} | (
+        {"jtt"} if any(TEACHERS.get(m) == "jtt" for m in methods) else set()):
       run = config.runs.get(d, {}).get(m)
       if run is None or run.get("algo") != ALGOS[m] or run.data.source != d:
         raise ConfigError(f"runs.{d}.{m} must be a {ALGOS[m]!r} config on data.source {d!r} "
@@ -112,6 +119,11 @@ def validate(config) -> None:
                       f"datasets={datasets} (or \"\" for none)")
 
 
+def base_method(method: str) -> str:
+  """The method whose run config `method` trains: a distiller taught by JTT is its distiller."""
+  return method.removesuffix("_jtt")
+
+
 def search_points(config) -> list[SearchPoint]:
   depths = list(config.search.depths)
   return [SearchPoint(depths[0], 0, 0.0)] + [
@@ -120,8 +132,9 @@ def search_points(config) -> list[SearchPoint]:
 
 
 def run_config(config, dataset: str, method: str, seed: int, **changes):
-  """The config of one run: `runs.<dataset>.<method>` at `seed`, with `changes` (dotted keys)."""
-  c = copy.deepcopy(config.runs[dataset][method])
+  """The config of one run: `runs.<dataset>.<base_method(method)>` at `seed`, with `changes`
+  (dotted keys)."""
+  c = copy.deepcopy(config.runs[dataset][base_method(method)])
   c.seed = seed
   c.progress = config.progress
   for key, value in changes.items():
@@ -143,21 +156,10 @@ def fit(config, workdir: str) -> dict:
     best, search_rows = search(config, dataset, log, where)
     searches[dataset] = (best, search_rows)
     for seed in config.seeds:
-      erm = where(f"erm_s{seed}")
-      runs.run_once(run_config(config, dataset, "erm", seed), erm)
+      trained_run = functools.partial(train, config, dataset, seed, best, where)
       for method in config.methods:
-        changes = {}
-        if method == "sifer":
-          changes = {"model.readout.depth": best.depth, "sifer.forget_every": best.forget_every,
-                     "sifer.learning_rate": best.learning_rate or 1e-2}
-        elif method in ("distill", "dedier"):
-          changes = {"distill.teacher": erm}
-        elif method == "jtt":
-          changes = {"jtt.first_run": first_run(config, dataset, seed, where)}
-        out = erm if method == "erm" else where(f"{method}_s{seed}")
-
-        def compute(method=method, changes=changes, out=out, seed=seed, dataset=dataset):
-          summary = runs.run_once(run_config(config, dataset, method, seed, **changes), out)
+        def compute(method=method, trained_run=trained_run):
+          out, summary = trained_run(method)
           return {**measure(summary), "workdir": os.path.relpath(out, workdir)}
 
         rows.append({"dataset": dataset, "method": method, "seed": seed,
@@ -165,6 +167,22 @@ def fit(config, workdir: str) -> dict:
   if is_chief and config.saliency.dataset:
     saliency(config, workdir)
   return report(config, rows, searches, workdir if is_chief else None)
+
+
+def train(config, dataset: str, seed: int, best: SearchPoint, where, method: str):
+  """(workdir, summary) of `method`'s run at `seed`, trained once (`runs.run_once`) after
+  the runs it learns from: the distillers' teacher, JTT's first run."""
+  changes = {}
+  if method == "sifer":
+    changes = {"model.readout.depth": best.depth, "sifer.forget_every": best.forget_every,
+               "sifer.learning_rate": best.learning_rate or 1e-2}
+  elif method in TEACHERS:
+    changes = {"distill.teacher": train(config, dataset, seed, best, where,
+                                        TEACHERS[method])[0]}
+  elif method == "jtt":
+    changes = {"jtt.first_run": first_run(config, dataset, seed, where)}
+  out = where(f"{method}_s{seed}")
+  return out, runs.run_once(run_config(config, dataset, method, seed, **changes), out)
 
 
 def search(config, dataset: str, log, where) -> tuple[SearchPoint, list[dict]]:
@@ -255,7 +273,8 @@ def report(config, rows: list[dict], searches: dict, workdir: str | None) -> dic
 
 def claims(stats, methods, datasets) -> list[str]:
   """Each paper's claim on worst-group accuracy, held or not per data set (means over seeds)."""
-  pairs = [("dedier", "distill", "DeDiER beats plain distillation"),
+  pairs = [("dedier", "distill", "DeDiER beats plain distillation (ERM teacher)"),
+           ("dedier_jtt", "distill_jtt", "DeDiER beats plain distillation (JTT teacher)"),
            ("sifer", "erm", "SiFeR beats ERM"), ("sifer", "jtt", "SiFeR beats JTT")]
   out = []
   for method, other, claim in pairs:

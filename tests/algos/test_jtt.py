@@ -98,7 +98,8 @@ def test_refuses_a_first_run_that_is_not_one_classifier(first_run, tmp_path):
   with pytest.raises(ConfigError, match="no config.json there, so not a jaxml workdir"):
     jtt.check_config(_config("jtt", str(tmp_path)))
   erm = json.load(open(os.path.join(first_run[0], "config.json")))
-  for changes, says in [({"algo": "sifer"}, "is a 'sifer' run; it must be a classifier run"),
+  sifer = "is a 'sifer' run; it must be a classifier run \\(algo classifier or jtt\\)"
+  for changes, says in [({"algo": "sifer"}, sifer),
                         ({"replicas": {**erm["replicas"], "count": 2}}, "trained 2 replicas")]:
     (tmp_path / "config.json").write_text(json.dumps({**erm, **changes}))
     with pytest.raises(ConfigError, match=says):

@@ -61,15 +61,18 @@ def test_rows_are_the_runs_own_evaluations_and_the_search_is_followed(smoke):
       chosen = search[best]
       assert run_config["sifer"]["forget_every"] == chosen["forget_every"]
       assert run_config["model"]["readout"]["depth"] == chosen["depth"]
-    if method in ("distill", "dedier"):
+    if method in study.TEACHERS:  # ERM's run, or JTT's for "<distiller>_jtt"
       assert run_config["distill"]["teacher"] == os.path.join(
-          str(workdir), "runs", dataset, f"erm_s{seed}")
+          str(workdir), "runs", dataset, f"{study.TEACHERS[method]}_s{seed}")
+      assert run_config["distill"]["beta"] > 0 if "dedier" in method else not run_config[
+          "distill"]["beta"]
     if method == "jtt":
       first = _read(os.path.join(run_config["jtt"]["first_run"], "config.json"))
       erm_steps = config.runs[dataset].erm.num_steps
       assert first["num_steps"] == round(erm_steps * config.jtt_first_fraction) < erm_steps
   report = open(os.path.join(workdir, "artifacts", "early_readouts.md"), encoding="utf-8").read()
-  for method, other in (("dedier", "distill"), ("sifer", "erm"), ("sifer", "jtt")):
+  for method, other in (("dedier", "distill"), ("dedier_jtt", "distill_jtt"), ("sifer", "erm"),
+                        ("sifer", "jtt")):
     a = measured[(dataset, method, seed)]["worst_aligned"]
     b = measured[(dataset, other, seed)]["worst_aligned"]
     verdict = "holds" if a > b else "does not hold"
