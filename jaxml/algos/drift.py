@@ -46,6 +46,15 @@ hold them); the inner problem is approximated by one SGD step from the current t
 solved, nor unrolled further); the scorer sees the raw flattened input, not the main model's
 features; and the weights are normalised per batch.
 
+Status (not yet a result): on a 3-cluster Gaussian mixture whose boundaries turn at 0, 0.12
+and 0.35 rad per period (tests/algos/test_drift.py), the per-example meta-gradient has the
+right sign (it asks for recent rows of a drifting cluster up, old ones down) and the helper
+alone, trained on it against a frozen model, orders the clusters' timescales as their drift
+rates (3.6 > 2.0 > 1.8 periods); trained jointly with the model for 800 steps (seeds 0-2) it
+instead drifted every cluster towards tau_max. Suspects, untested: the greedy one-step
+horizon, V lying inside the training window (the model fits it directly), and Adam's scale
+invariance amplifying the noise of a tiny meta-gradient.
+
 Fixed weightings skip the meta step: one weighted step, costing what the classifier's does.
 Model, optimizer, augmentation, eval and predict are the classifier's. Metrics: `loss`
 (weighted), `ce` (unweighted mean), `accuracy`, `grad_norm`, `weight_recent` and

@@ -4,21 +4,26 @@ look-ahead differentiated by finite differences, a smoke run compiling once, and
 
 import json
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from experiments import drift as drift_config
 from jaxml import runner
 from jaxml.algos import drift
+from jaxml.core import rng
 from jaxml.data import load_dataset
 from jaxml.data.base import ArraySplit, Dataset, Field, Task
 from jaxml.errors import ConfigError
+from jaxml.losses.classification import cross_entropy
 from tests.algos.smoke import run_compiling_once
 
 SOURCE = "tests.algos.test_drift:mixture"
-RATES = (0.0, 0.3, 0.8)  # radians per period: the label boundary of each cluster rotates
+RATES = (0.0, 0.12, 0.35)  # radians per period (under pi over the 8 training periods of
+# the default config, so that older is always worse for a drifting cluster)
 
 
 def mixture(data_config, timestamp=True) -> Dataset:
@@ -47,6 +52,12 @@ def mixture(data_config, timestamp=True) -> Dataset:
 
 def untimed(data_config) -> Dataset:
   return mixture(data_config, timestamp=False)
+
+
+def overlapping(data_config) -> Dataset:
+  """The mixture with the training split also serving as the test split."""
+  data = mixture(data_config)
+  return Dataset(data.train, data.train, data.fields, data.task, name="overlapping")
 
 
 def _config(arg="smoke", **drift_block):
@@ -198,17 +209,63 @@ def test_smoke_run_compiles_once_and_reports_timescales(tmp_path):
   assert all(taus[0] <= row["train/timescale"] <= taus[-1] for row in train)
 
 
+def test_train_step_moves_the_helper_by_adam_on_the_lookahead_gradient(dataset):
+  """The step's wiring, against the pieces: its meta batch is drawn from the last training
+  period with the "meta" key stream, the helper moves by one Adam step on
+  `lookahead_gradient` of the classifier's per-example cross-entropy, and the loss it reports
+  is the batch's cross-entropy weighted by the moved helper."""
+  config = _config()
+  algorithm = drift.build(config, dataset)
+  state = jax.jit(algorithm.init)(jax.random.key(0))
+  batch = dataset.train.read(np.random.default_rng(5).choice(len(dataset.train), 64))
+  key = jax.random.key(6)
+  new_state, metrics = jax.jit(algorithm.train_step)(state, batch, key)
+
+  train = dataset.train.arrays
+  latest = np.flatnonzero(train["period"] == 3)  # smoke data: periods 0..3 train
+  rows = latest[np.asarray(jax.random.randint(rng.stream(key, "meta"), (config.batch_size,), 0,
+                                              len(latest)))]
+  block = config.drift
+  taus = drift.timescales(block.timescales, block.tau_min, block.tau_max)
+  weigher = drift.Weigher("learned", taus, block.tau, train_periods=4)
+  helper = drift.Helper(2, block.helper_hidden, len(taus), optax.adam(block.meta_lr))
+  ages = jnp.asarray(3 - batch["period"], jnp.float32)
+  weights_of = lambda phi: drift.normalise(weigher.learned(helper.apply(phi, batch["x"]), ages))
+  losses_of = lambda params, x, labels: cross_entropy(
+      nnx.merge(state.graphdef, params, state.model_state)(x, train=True), labels)
+
+  @jax.jit  # the reference, compiled rather than run op by op
+  def reference(state):
+    meta_loss, grads = drift.lookahead_gradient(
+        weights_of, lambda p: losses_of(p, batch["x"], batch["label"]),
+        lambda p: jnp.mean(losses_of(p, train["x"][rows], train["label"][rows])),
+        state.extra["helper"], state.params, block.inner_lr)
+    updates, _ = helper.tx.update(grads, state.extra["helper_opt"], state.extra["helper"])
+    moved = optax.apply_updates(state.extra["helper"], updates)
+    loss = jnp.mean(weights_of(moved) * losses_of(state.params, batch["x"], batch["label"]))
+    return meta_loss, grads, moved, loss
+
+  meta_loss, grads, moved, loss = reference(state)
+  assert float(metrics["meta_loss"]) == pytest.approx(float(meta_loss), rel=1e-5)
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads)) > 0
+  for ours, want in zip(jax.tree.leaves(new_state.extra["helper"]), jax.tree.leaves(moved)):
+    np.testing.assert_allclose(ours, want, rtol=1e-5, atol=1e-7)
+  assert float(metrics["loss"]) == pytest.approx(float(loss), rel=1e-5)
+
+
 @pytest.mark.parametrize("change, says", [
     ({"timescales": 0}, "drift.timescales=0 must be an integer >= 1"),
     ({"tau_min": 0.0}, "drift.tau_min=0.0 must be > 0"),
     ({"tau": -1.0}, "drift.tau=-1.0 must be > 0"),
     ({"weighting": "nope"}, "drift.weighting='nope' must be one of learned, uniform"),
     ({"source": "tests.algos.test_drift:untimed"}, "has no timestamp field"),
+    ({"source": "tests.algos.test_drift:overlapping"}, "test period 0 comes before the end"),
+    ({"meta_periods": 5}, "drift.meta_periods=5 must be <= the data's 4 training periods"),
 ])
 def test_bad_input_is_one_config_error(change, says, tmp_path):
   config = _config()
   if "source" in change:
-    config.data.source = change["source"]
+    config.data.source = change.pop("source")
   else:
     config.drift.update(change)
   with pytest.raises(ConfigError) as caught:
