@@ -54,7 +54,7 @@ def test_fields_task_and_eval_fix_split(source):
     assert images.min() >= 0 and images.max() <= 1
     labels = dataset.train.arrays["label"]
     np.testing.assert_array_equal(dataset.train.arrays["cluster"], labels % 4)
-    assert dataset.fields["cluster"].categories == ("0/4/8", "1/5/9", "2/6", "3/7")
+    assert dataset.fields["cluster"].categories == ("0_4_8", "1_5_9", "2_6", "3_7")
 
 
 def test_ages_count_periods_back_from_the_end_of_training():

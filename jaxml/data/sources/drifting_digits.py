@@ -7,7 +7,8 @@ download. See jaxml/data/drift.py for the shared conventions (periods, Eval-Fix 
 ages, groups).
 
 The generative model, for C = len(rates) clusters: digit class k is in cluster k mod C (4
-clusters: {0, 4, 8}, {1, 5, 9}, {2, 6}, {3, 7}). An example of period p is a digit drawn
+clusters: {0, 4, 8}, {1, 5, 9}, {2, 6}, {3, 7}, named "0_4_8" .. "3_7" in reports: a "/"
+would nest metric names). An example of period p is a digit drawn
 uniformly, with replacement, from a pool, then transformed about the image centre by
 rates[c] * p, c its cluster (`transform_images`):
 
@@ -112,7 +113,7 @@ def transform_images(images: np.ndarray, amounts: np.ndarray, transform: str) ->
 
 
 def cluster_names(num_clusters: int) -> list[str]:
-  return ["/".join(str(k) for k in range(c, NUM_CLASSES, num_clusters))
+  return ["_".join(str(k) for k in range(c, NUM_CLASSES, num_clusters))
           for c in range(num_clusters)]
 
 
