@@ -31,11 +31,12 @@ def get_config(arg=None):
   c = classifier.get_config(f"model=mlp,seed={opts.seed}" + (",smoke" if opts.smoke else ""))
   c.algo = "drift"
   c.linear_probe.enabled = False  # what matters is accuracy on the future periods
-  # jaxml/data/sources/drifting_mixture.py's settings: Gaussian clusters whose class
-  # boundaries rotate at per-cluster rates; `periods` in all, the first `train_periods` for
-  # training, the later ones for test. The algorithm reads the training periods from the data.
-  c.data = ml_collections.ConfigDict({"source": "drifting_mixture", "seed": 0, "periods": 12,
-                                      "train_periods": 8, "prefetch": 0, "classes": ()})
+  # jaxml/data/sources/drifting_mixture.py's settings (its other keys take its DEFAULTS):
+  # Gaussian clusters whose class boundaries rotate at per-cluster rates; `periods` in all,
+  # the first `train_periods` for training, the later ones for test. The algorithm reads the
+  # training periods from the data.
+  c.data = ml_collections.ConfigDict({"source": "drifting_mixture", "seed": 0, "periods": 15,
+                                      "train_periods": 10, "prefetch": 0, "classes": ()})
   c.model.hidden = (64, 64)
   c.augment = ml_collections.ConfigDict({"crop_pad": 0, "flip": False, "noise_std": 0.0})
   c.label_smoothing = 0.0
