@@ -46,14 +46,21 @@ hold them); the inner problem is approximated by one SGD step from the current t
 solved, nor unrolled further); the scorer sees the raw flattened input, not the main model's
 features; and the weights are normalised per batch.
 
-Status (not yet a result): on a 3-cluster Gaussian mixture whose boundaries turn at 0, 0.12
-and 0.35 rad per period (tests/algos/test_drift.py), the per-example meta-gradient has the
-right sign (it asks for recent rows of a drifting cluster up, old ones down) and the helper
-alone, trained on it against a frozen model, orders the clusters' timescales as their drift
-rates (3.6 > 2.0 > 1.8 periods); trained jointly with the model for 800 steps (seeds 0-2) it
-instead drifted every cluster towards tau_max. Suspects, untested: the greedy one-step
-horizon, V lying inside the training window (the model fits it directly), and Adam's scale
-invariance amplifying the noise of a tiny meta-gradient.
+Status (not yet a result): the learned timescales do not yet track the drift rates. On the
+tests' 3-cluster mixture (rates 0, 0.12, 0.35 rad per period, 8 training periods of 300
+examples, the default model) the per-example meta-gradient has the right sign (recent rows of
+a drifting cluster up, old ones down) and the helper alone, trained against a frozen ERM
+model, orders the clusters as their rates (3.6 > 2.0 > 1.8 periods); trained jointly with the
+model (800 steps, seeds 0-2) it sent both drifting clusters to tau_max = 16 and the
+stationary one anywhere from 4.5 to 15.9. On drifting_mixture (experiments/drift.py, 1000
+steps, seed 0) the order came out reversed: 4.9, 5.2, 9.3, 16.0 periods for rates 0, 0.05,
+0.15, 0.3 (future accuracy: learned 0.738, joint 0.729, uniform 0.706, last 0.710,
+exponential tau=4 0.764). A likely cause, untested: a longer timescale also raises an
+example's weight at every age, and the weights are normalised over the whole batch, so the
+one-step objective can use timescales to move weight between clusters (towards the
+worst-fit, fastest-drifting one) rather than between ages. Other suspects: the greedy
+one-step horizon, V lying inside the training window, and Adam amplifying a tiny, noisy
+meta-gradient.
 
 Fixed weightings skip the meta step: one weighted step, costing what the classifier's does.
 Model, optimizer, augmentation, eval and predict are the classifier's. Metrics: `loss`
