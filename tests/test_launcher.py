@@ -22,6 +22,7 @@ RUN_ELSEWHERE = {
     # In-process through the runner, asserting one compilation per step; the launcher path
     # around it is the same for every config and is run by the others here.
     "experiments/unipi.py": "tests/algos/test_unipi.py",
+    "experiments/drift.py": "tests/algos/test_drift.py",
 }
 
 
