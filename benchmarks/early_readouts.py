@@ -139,7 +139,7 @@ def main(argv=None):
   parser.add_argument("--quick", action="store_true", help="smoke models, 8 steps x 2 (tests)")
   args = parser.parse_args(argv)
   if args.quick:
-    args.steps, args.repeats, args.batch, args.forget_every = 8, 2, 32, [0, 4]
+    args.steps, args.repeats, args.batch, args.forget_every = 8, 2, 32, [4]
   if min(args.steps, args.repeats, args.batch) < 1 or min(args.forget_every, default=0) < 0:
     parser.error("--steps, --repeats and --batch must be >= 1 and --forget_every >= 0")
   period = math.lcm(*[k for k in args.forget_every if k] or [1])
