@@ -49,12 +49,19 @@ def get_config(arg=None):
       "timescales": 4, "tau_min": 0.5, "tau_max": 16.0,
       "tau": 4.0,  # exponential: exp(-age/tau); linear: max(0, 1 - age/tau)
       "helper_hidden": 32,  # learned, joint: the helper MLP's hidden width
-      # The helper's Adam. Not tuned: 1e-3 barely moved the helper in 800 steps on the
-      # tests' 3-cluster mixture; at 1e-2 it moves, but trained jointly with the model it
-      # sent every cluster towards tau_max there (see jaxml/algos/drift.py, "Status").
-      "meta_lr": 1e-2,
-      "inner_lr": 0.1,  # the one-step look-ahead's SGD step
+      # The helper's Adam and the look-ahead's SGD step. At meta_lr 1e-2 the helper's softmax
+      # saturated within ~25 steps, while the model was still near its random init, and
+      # stayed there; at inner_lr 0.1 the mean meta-gradient over 128-row batches pointed
+      # every cluster to longer timescales where the full-batch one pointed to shorter ones
+      # (jaxml/algos/drift.py, "Status").
+      "meta_lr": 1e-3,
+      "inner_lr": 0.01,
       "meta_periods": 1,  # the latest training periods forming the meta-validation set
+      # learned: divide each decay kernel by its mean over the training examples' ages, so a
+      # timescale moves an example's weight between ages, not its cluster's share of the
+      # batch (without it the one-step meta-gradient on the timescales is a gradient on the
+      # clusters' shares; see jaxml/algos/drift.py, "Status").
+      "unit_mass": True,
   })
   if opts.smoke:
     c.model.hidden = (16,)
