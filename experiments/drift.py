@@ -2,10 +2,14 @@
 by their content and age (jaxml/algos/drift.py), on time-stamped data whose later periods are
 the test split.
 
-Methods (`method=`, the `drift.weighting`): learned (MUSCATEL: an instance-conditional mixture
-of K fixed timescales of decay, meta-learned on the latest training period), uniform (ERM),
-last (the last training period only), exponential and linear (one decay of timescale `tau`),
-joint (an unconstrained meta-learned w(x, age)). E.g.
+Methods (`method=`): offline, a `drift.weighting` over the whole training window: learned
+(MUSCATEL: an instance-conditional mixture of K fixed timescales of decay, meta-learned on the
+latest training period), uniform (ERM), last (the last training period only), exponential and
+linear (one decay of timescale `tau`), joint (an unconstrained meta-learned w(x, age));
+continual (`drift.schedule=continual`: one stage per training period, in temporal order, each
+training only on its bucket of the latest `bucket_periods` periods): sequential (sequential
+fine-tuning, uniform weights, one period per bucket) and continual (the method's continual
+variant: learned weights inside buckets of 3 periods). E.g.
   python -m launch.main --config experiments/drift.py --workdir /tmp/jaxml/drift
   python -m launch.main --config experiments/drift.py:method=exponential,seed=1 \
       --workdir /tmp/jaxml/drift_exp --config.drift.tau=3
@@ -21,12 +25,17 @@ from jaxml.algos.drift import WEIGHTINGS
 from jaxml.core.config_args import parse_arg
 from jaxml.errors import ConfigError
 
+# The continual methods: (weighting, bucket_periods) under drift.schedule=continual.
+CONTINUAL = {"sequential": ("uniform", 1), "continual": ("learned", 3)}
+METHODS = WEIGHTINGS + tuple(CONTINUAL)
+
 
 def get_config(arg=None):
   opts = parse_arg(arg, method="learned", smoke=False, seed=0)
-  if opts.method not in WEIGHTINGS:
+  if opts.method not in METHODS:
     raise ConfigError(f"variant option method={opts.method!r}: choose one of "
-                      f"{', '.join(WEIGHTINGS)}")
+                      f"{', '.join(METHODS)}")
+  weighting, bucket = CONTINUAL.get(opts.method, (opts.method, 1))
   # The classifier's blocks (model, augment, label_smoothing, a disabled dp block), an MLP.
   c = classifier.get_config(f"model=mlp,seed={opts.seed}" + (",smoke" if opts.smoke else ""))
   c.algo = "drift"
@@ -44,7 +53,12 @@ def get_config(arg=None):
   c.optimizer.learning_rate = 1e-3
   c.eval_every = c.checkpoint_every = 500
   c.drift = ml_collections.ConfigDict({
-      "weighting": opts.method,
+      "weighting": weighting,
+      # offline: every step samples the whole training window, ages count from its end;
+      # continual: T stages in temporal order, stage s sampling periods
+      # [s - bucket_periods + 1, s] with ages counted from s (sequential fine-tuning).
+      "schedule": "continual" if opts.method in CONTINUAL else "offline",
+      "bucket_periods": bucket,
       # learned: K timescales (in periods) log-spaced in [tau_min, tau_max] (K = 1: tau_min).
       "timescales": 4, "tau_min": 0.5, "tau_max": 16.0,
       "tau": 4.0,  # exponential: exp(-age/tau); linear: max(0, 1 - age/tau)

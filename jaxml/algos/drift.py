@@ -22,6 +22,16 @@ w_i; `drift.weighting` says which:
   uniform      w = 1 (ERM).        last         w = 1[age == 0] (the last period only).
   exponential  w = exp(-age/tau).  linear       w = max(0, 1 - age/tau).
 
+The schedule (`drift.schedule`): offline, every batch is drawn from the whole training window
+and ages count from its end (above). continual (the paper's continual-learning variant, and
+with uniform weights plain sequential fine-tuning): the steps run in T stages in temporal
+order, stage s the steps with floor(step * T / num_steps) = s; its batches come only from
+its bucket, periods [s - bucket_periods + 1, s] (`bucket_sampler`, in epochs over the
+bucket), its ages count from s (age = s - period, computed in the step from `state.step`),
+its meta batch (learned, joint) from periods [s - meta_periods + 1, s], and unit_mass
+normalises over the ages 0..bucket_periods - 1 of a full bucket. The model carries over from
+stage to stage; older data reach it only through its parameters.
+
 Weights are normalised per batch to mean 1 over its valid rows (`normalise`), so the loss
 keeps ERM's scale whatever the decay, and only relative weights matter; the train loss is
 mean_i w_i l_i over valid rows. A batch with no row of non-zero weight (e.g. `last` on a
@@ -31,9 +41,10 @@ The meta step (learned, joint), inside one jitted train step; theta the classifi
 parameters, phi the helper's (TrainState.extra["helper"], its Adam state in
 extra["helper_opt"]):
   1. V: a meta batch of `batch_size` examples drawn uniformly with replacement (key stream
-     "meta") from the training examples of the latest `meta_periods` periods, whose inputs
-     and labels are held on the device as constants of the step (`build` refuses a set over
-     META_BYTES); B is the runner's batch, from the whole training window.
+     "meta") from the training examples of the latest `meta_periods` periods (continual: of
+     the stage's), whose inputs and labels are held on the device as constants of the step
+     (`build` refuses a set over META_BYTES; continual holds every training period); B is
+     the runner's batch, from the whole training window (continual: the bucket).
   2. theta'(phi) = theta - inner_lr * grad_theta [mean_i w_i(phi) l_i(theta)] over B (one
      SGD step, whatever `optimizer` is);
      phi <- Adam(meta_lr) step on grad_phi mean_{j in V} l_j(theta'(phi)), exact second-order
@@ -111,7 +122,7 @@ import optax
 from flax import nnx
 
 from jaxml.algos import classifier
-from jaxml.algos.base import Algorithm
+from jaxml.algos.base import Algorithm, BatchSampler
 from jaxml.core import checks, rng
 from jaxml.core.optim import make_optimizer
 from jaxml.core.state import TrainState, split_model
@@ -123,6 +134,7 @@ from jaxml.models import mlp
 
 WEIGHTINGS = ("learned", "uniform", "last", "exponential", "linear", "joint")
 META_LEARNED = ("learned", "joint")
+SCHEDULES = ("offline", "continual")
 HELPER, HELPER_OPT = "helper", "helper_opt"
 META_BYTES = 256 * 2**20  # the meta set is a constant of the step: keep it small
 
@@ -131,7 +143,8 @@ RULES = {**classifier.RULES,
          "drift.tau_min": checks.positive, "drift.tau_max": checks.positive,
          "drift.tau": checks.positive, "drift.helper_hidden": checks.count(1),
          "drift.meta_lr": checks.positive, "drift.inner_lr": checks.positive,
-         "drift.meta_periods": checks.count(1), "drift.unit_mass": checks.flag}
+         "drift.meta_periods": checks.count(1), "drift.unit_mass": checks.flag,
+         "drift.schedule": checks.one_of(*SCHEDULES), "drift.bucket_periods": checks.count(1)}
 REQUIRED = tuple(key for key in RULES if key.startswith("drift."))
 
 
@@ -145,6 +158,11 @@ def check_config(config) -> None:
   if block.tau_max < block.tau_min:
     raise ConfigError(f"drift.tau_max={block.tau_max!r} must be >= drift.tau_min="
                       f"{block.tau_min!r}")
+  if block.schedule == "continual":
+    if block.meta_periods > block.bucket_periods:
+      raise ConfigError(f"drift.meta_periods={block.meta_periods} must be <= "
+                        f"drift.bucket_periods={block.bucket_periods}: the continual schedule "
+                        "decides only over its bucket's data")
 
 
 def build(config, dataset) -> Algorithm:
@@ -153,21 +171,25 @@ def build(config, dataset) -> Algorithm:
   block = config.drift
   inputs, target = classifier.fields_of(dataset)
   timestamp, train_periods = time_of(dataset, int(block.meta_periods))
+  schedule = Schedule.of(config, train_periods)
   base = classifier.build(config, dataset)  # its model, eval, predict and checks of the data
   tx = make_optimizer(config.optimizer, config.num_steps)
   weighting = block.weighting
   taus = timescales(int(block.timescales), float(block.tau_min), float(block.tau_max))
+  periods = labels_of(dataset.train, timestamp)
   mass = None
-  if block.unit_mass:
-    mass = kernel_mass(train_periods - 1 - labels_of(dataset.train, timestamp), taus)
+  if block.unit_mass:  # over the ages of the whole window (continual: of the last bucket)
+    last = periods[periods >= train_periods - schedule.window]
+    mass = kernel_mass(train_periods - 1 - last, taus)
   weigher = Weigher(weighting, taus, float(block.tau), train_periods, mass)
   helper = None
   if weighting in META_LEARNED:
     in_dim = math.prod(dataset.fields[inputs].shape)
     helper = Helper(in_dim + (weighting == "joint"), int(block.helper_hidden),
                     len(taus) if weighting == "learned" else 1, optax.adam(float(block.meta_lr)))
+    # offline: the latest meta_periods; continual: every period, each stage drawing its own
     meta_set = latest_examples(dataset, timestamp, inputs, target,
-                               train_periods - int(block.meta_periods))
+                               0 if schedule.continual else train_periods - schedule.meta_periods)
 
   def init(key):
     state = base.init(key)
@@ -176,13 +198,17 @@ def build(config, dataset) -> Algorithm:
     params = helper.init(rng.stream(key, "helper"))
     return state.replace(extra={HELPER: params, HELPER_OPT: helper.tx.init(params)})
 
-  step = make_train_step(config, tx, weigher, helper, meta_set if helper else None, inputs,
-                         target, timestamp)
+  step = make_train_step(config, tx, weigher, schedule, helper, meta_set if helper else None,
+                         inputs, target, timestamp)
   final = None
   if weighting == "learned" and "cluster" in dataset.fields and (
       dataset.fields["cluster"].is_integer_scalar):
     final = cluster_timescales(dataset, inputs, weigher, helper, config.eval_batch_size)
-  return dataclasses.replace(base, init=init, train_step=step, final_metrics=final)
+  sampler = None
+  if schedule.continual:
+    sampler = bucket_sampler(periods, schedule, int(config.batch_size))
+  return dataclasses.replace(base, init=init, train_step=step, final_metrics=final,
+                             sampler=sampler)
 
 
 def time_of(dataset, meta_periods: int) -> tuple[str, int]:
@@ -213,14 +239,90 @@ def time_of(dataset, meta_periods: int) -> tuple[str, int]:
 
 
 def latest_examples(dataset, timestamp: str, inputs: str, target: str, first: int):
-  """(inputs, labels) of the training examples of periods >= `first`, as NumPy arrays."""
-  rows = np.flatnonzero(labels_of(dataset.train, timestamp) >= first)
+  """(inputs, labels, starts) of the training examples of periods >= `first` in period
+  order, as NumPy arrays; starts [T - first + 1]: the row where period first + i begins (the
+  last entry, the row count)."""
+  periods = labels_of(dataset.train, timestamp)
+  rows = np.flatnonzero(periods >= first)
+  rows = rows[np.argsort(periods[rows], kind="stable")]
   examples = dataset.train.read(rows)
-  meta = (np.asarray(examples[inputs]), np.asarray(examples[target]))
+  starts = np.searchsorted(periods[rows], np.arange(first, int(periods.max()) + 2))
+  meta = (np.asarray(examples[inputs]), np.asarray(examples[target]), starts.astype(np.int32))
   if sum(a.nbytes for a in meta) > META_BYTES:
     raise ConfigError(f"drift.meta_periods: the latest periods' {len(rows)} examples take "
                       f"over {META_BYTES >> 20} MiB, held by every step; use fewer periods")
   return meta
+
+
+# The schedule: which periods a step trains on, and the "now" its ages count from.
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """offline: every step samples the whole training window [0, T) and ages count from T - 1.
+  continual: the steps run in T consecutive stages, stage s = the first floor(s * num_steps
+  / T) .. steps; stage s samples only its bucket, periods [s - bucket_periods + 1, s] (fewer
+  at the start), and ages count from s (the model never sees later data, and earlier data
+  only through its parameters: sequential fine-tuning, with weights inside each bucket)."""
+
+  continual: bool
+  train_periods: int
+  num_steps: int
+  bucket_periods: int
+  meta_periods: int
+
+  @classmethod
+  def of(cls, config, train_periods: int) -> Schedule:
+    block = config.drift
+    schedule = cls(block.schedule == "continual", train_periods, int(config.num_steps),
+                   int(block.bucket_periods), int(block.meta_periods))
+    if schedule.continual and schedule.num_steps < train_periods:
+      raise ConfigError(f"num_steps={schedule.num_steps}: the continual schedule needs at "
+                        f"least one step per training period ({train_periods})")
+    if schedule.continual and schedule.bucket_periods > train_periods:
+      raise ConfigError(f"drift.bucket_periods={schedule.bucket_periods} must be <= the "
+                        f"data's {train_periods} training periods")
+    return schedule
+
+  @property
+  def window(self) -> int:
+    """The periods a step can see: all T offline, the bucket's continual."""
+    return self.bucket_periods if self.continual else self.train_periods
+
+  def stage(self, step):
+    """The period whose end is "now" at `step` (an int or a traced int32)."""
+    if not self.continual:
+      return self.train_periods - 1
+    if isinstance(step, (int, np.integer)):
+      return min(int(step) * self.train_periods // self.num_steps, self.train_periods - 1)
+    stage = step.astype(jnp.int32) * self.train_periods // self.num_steps
+    return jnp.minimum(stage, self.train_periods - 1)
+
+  def first_step(self, stage: int) -> int:
+    """The first step of `stage` (continual): ceil(stage * num_steps / T)."""
+    return -(-stage * self.num_steps // self.train_periods)
+
+
+def bucket_sampler(periods: np.ndarray, schedule: Schedule, batch_size: int) -> BatchSampler:
+  """The continual schedule's batches: at `step`, `batch_size` rows of its stage's bucket,
+  the bucket's rows in epochs of a fresh order per (seed, stage, epoch), counted from the
+  stage's first step; a pure function of (seed, step), so resume stays exact."""
+  order = np.argsort(periods, kind="stable")
+  starts = np.searchsorted(periods[order], np.arange(schedule.train_periods + 1))
+
+  def sample(seed: int, step: int):
+    stage = schedule.stage(step)
+    lo = starts[max(stage - schedule.bucket_periods + 1, 0)]
+    n = starts[stage + 1] - lo
+    position = (step - schedule.first_step(stage)) * batch_size + np.arange(batch_size)
+    rows = np.empty(batch_size, np.int64)
+    for epoch in np.unique(position // n):
+      here = position // n == epoch
+      permutation = np.random.default_rng([seed, stage, int(epoch)]).permutation(n)
+      rows[here] = permutation[position[here] % n]
+    return order[lo + rows], None
+
+  return BatchSampler(sample=sample, batch_size=batch_size)
 
 
 # The weights: pure functions of ages, assignment logits and timescales.
@@ -358,8 +460,8 @@ def lookahead_gradient(weights_fn, losses_fn, meta_loss_fn, helper_params, param
   return jax.value_and_grad(meta_objective)(helper_params)
 
 
-def make_train_step(config, tx, weigher: Weigher, helper: Helper | None, meta_set, input_field,
-                    target, timestamp):
+def make_train_step(config, tx, weigher: Weigher, schedule: Schedule, helper: Helper | None,
+                    meta_set, input_field, target, timestamp):
   smoothing = float(config.label_smoothing)
   inner_lr = float(config.drift.inner_lr)
   meta_batch = int(config.batch_size)
@@ -375,14 +477,15 @@ def make_train_step(config, tx, weigher: Weigher, helper: Helper | None, meta_se
     labels = batch[target]
     mask = batch.get("mask")
     mask = jnp.ones(labels.shape, jnp.float32) if mask is None else mask.astype(jnp.float32)
-    ages = (weigher.train_periods - 1 - batch[timestamp]).astype(jnp.float32)
+    now = schedule.stage(state.step)
+    ages = (now - batch[timestamp]).astype(jnp.float32)
     metrics, extra = {}, state.extra
     if helper is None:
       weights = normalise(weigher.fixed(ages), mask)
     else:
       features = weigher.helper_input(x, ages)
       weights_fn = lambda phi: normalise(weigher.learned(helper.apply(phi, features), ages), mask)
-      rows = jax.random.randint(rng.stream(key, "meta"), (meta_batch,), 0, len(meta_set[1]))
+      rows = meta_rows(rng.stream(key, "meta"), meta_set[2], now, meta_batch, schedule)
       meta_x, meta_labels = jnp.asarray(meta_set[0])[rows], jnp.asarray(meta_set[1])[rows]
       meta_loss, phi_grads = lookahead_gradient(
           weights_fn, lambda theta: per_example_losses(state, theta, x, labels),
@@ -417,6 +520,16 @@ def make_train_step(config, tx, weigher: Weigher, helper: Helper | None, meta_se
     return state.apply_gradients(tx, grads, model_state=model_state, extra=extra), metrics
 
   return train_step
+
+
+def meta_rows(key, starts, now, count: int, schedule: Schedule):
+  """`count` rows drawn uniformly with replacement from the meta set's periods
+  [now - meta_periods + 1, now] (`starts` from `latest_examples`; offline the whole set)."""
+  if not schedule.continual:
+    return jax.random.randint(key, (count,), 0, int(starts[-1]))
+  starts = jnp.asarray(starts)
+  lo = starts[jnp.maximum(now - schedule.meta_periods + 1, 0)]
+  return jax.random.randint(key, (count,), lo, starts[now + 1])
 
 
 def cluster_timescales(dataset, input_field: str, weigher: Weigher, helper: Helper,
