@@ -98,6 +98,21 @@ np.testing.assert_allclose(weights, numpy_weights, rtol=1e-5)
 for name, m in maps.items():
   assert m.shape == (8, 8, 8) and m.min() >= 0 and np.allclose(m.max((1, 2)), 1), name
 """,
+    # The weights recomputed from the learned run's helper give the timescales the run logged
+    # per cluster; every cluster's newest examples weigh more than its oldest. On the future
+    # periods every method is well above chance (10 classes; lowest period measured 0.445,
+    # uniform's last), and the recent-weighted ones beat ERM: measured means learned 0.822,
+    # last 0.842, exponential 0.756, uniform 0.704 (seed 1: 0.822, 0.832, 0.798, 0.779). The
+    # learned timescales do not order by drift rate here (all ~0.5 periods, the shortest).
+    "concept_drift.ipynb": """
+np.testing.assert_allclose(recomputed_timescales, logged_timescales, rtol=1e-3)
+assert (by_age[:, 0] > by_age[:, -1]).all(), by_age
+for method, accuracy in future.items():
+  assert accuracy.min() > 0.3 and mean_future[method] > 0.6, (method, accuracy)
+assert mean_future["last"] > mean_future["uniform"] + 0.03, mean_future
+assert mean_future["learned"] > mean_future["uniform"] + 0.03, mean_future
+assert mean_future["exponential"] > mean_future["uniform"], mean_future
+""",
 }
 
 
