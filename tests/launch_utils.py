@@ -133,6 +133,24 @@ def assert_config_and_headline(experiment, proc, workdir):
   assert f"outputs: {workdir} (" in proc.stdout
 
 
+def read_json(path):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def assert_rerun_trains_nothing(experiment: str, workdir) -> None:
+  """Runs `experiment` again on a finished study's `workdir`: it succeeds and no file under
+  runs/ is written again."""
+  runs_dir = os.path.join(workdir, "runs")
+  stamps = lambda: {os.path.join(d, f): os.path.getmtime(os.path.join(d, f))
+                    for d, _, names in os.walk(runs_dir) for f in names}
+  before = stamps()
+  assert before, f"no runs under {runs_dir}"
+  proc = run_launcher(experiment, workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert stamps() == before
+
+
 def load_benchmark(name: str):
   """The module `benchmarks/<name>.py`, imported from its file (benchmarks is no package)."""
   spec = importlib.util.spec_from_file_location(

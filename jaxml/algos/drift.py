@@ -28,8 +28,11 @@ with uniform weights plain sequential fine-tuning): the steps run in T stages in
 order, stage s the steps with floor(step * T / num_steps) = s; its batches come only from
 its bucket, periods [s - bucket_periods + 1, s] (`bucket_sampler`, in epochs over the
 bucket), its ages count from s (age = s - period, computed in the step from `state.step`),
-its meta batch (learned, joint) from periods [s - meta_periods + 1, s], and unit_mass
-normalises over the ages 0..bucket_periods - 1 of a full bucket. The model carries over from
+its meta batch (learned, joint) from periods [s - meta_periods + 1, s], unit_mass
+normalises over the ages 0..bucket_periods - 1 of a full bucket, and the optimizer's
+learning-rate schedule (warmup, cosine decay) runs afresh in every stage, as when a deployed
+model is fine-tuned on each new bucket (one schedule over the whole run would leave the
+latest stages almost no learning rate). The model carries over from
 stage to stage; older data reach it only through its parameters.
 
 Weights are normalised per batch to mean 1 over its valid rows (`normalise`), so the loss
@@ -173,7 +176,8 @@ def build(config, dataset) -> Algorithm:
   timestamp, train_periods = time_of(dataset, int(block.meta_periods))
   schedule = Schedule.of(config, train_periods)
   base = classifier.build(config, dataset)  # its model, eval, predict and checks of the data
-  tx = make_optimizer(config.optimizer, config.num_steps)
+  # continual: the learning-rate schedule starts afresh at every stage
+  tx = make_optimizer(config.optimizer, config.num_steps, schedule.restarts)
   weighting = block.weighting
   taus = timescales(int(block.timescales), float(block.tau_min), float(block.tau_max))
   periods = labels_of(dataset.train, timestamp)
@@ -301,6 +305,14 @@ class Schedule:
   def first_step(self, stage: int) -> int:
     """The first step of `stage` (continual): ceil(stage * num_steps / T)."""
     return -(-stage * self.num_steps // self.train_periods)
+
+  @property
+  def restarts(self) -> tuple[int, ...]:
+    """Where the optimizer's schedule starts again: every stage's first step (continual),
+    none offline."""
+    if not self.continual:
+      return ()
+    return tuple(self.first_step(s) for s in range(1, self.train_periods))
 
 
 def bucket_sampler(periods: np.ndarray, schedule: Schedule, batch_size: int) -> BatchSampler:

@@ -1,10 +1,13 @@
 """Optimizers and learning-rate schedules from a config block.
 
 `optimizer.name` is an optax constructor (`sgd`, `adamw`, `lars`, ...); the schedule is linear
-warmup then cosine (or constant) decay over the run.
+warmup then cosine (or constant) decay over the run, or over each segment of it between
+restarts.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import optax
 
@@ -33,7 +36,16 @@ def check_optimizer(opt_config) -> None:
   })
 
 
-def make_schedule(opt_config, num_steps: int) -> optax.Schedule:
+def make_schedule(opt_config, num_steps: int, restarts: Sequence[int] = ()) -> optax.Schedule:
+  """Warmup then `optimizer.schedule` over `num_steps`; with `restarts` (increasing steps in
+  (0, num_steps)), the same schedule run afresh over each segment between them (e.g. one
+  per stage of a continual run, so that every stage starts at the full rate)."""
+  if restarts:
+    bounds = [0, *restarts, num_steps]
+    if any(b <= a for a, b in zip(bounds, bounds[1:])):
+      raise ValueError(f"restarts={list(restarts)} must increase within (0, {num_steps})")
+    return optax.join_schedules([make_schedule(opt_config, b - a)
+                                 for a, b in zip(bounds, bounds[1:])], list(restarts))
   lr = float(opt_config.learning_rate)
   warmup = int(opt_config.get("warmup_steps", 0))
   name = opt_config.get("schedule", "cosine")
@@ -48,12 +60,14 @@ def make_schedule(opt_config, num_steps: int) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), after], [warmup])
 
 
-def make_optimizer(opt_config, num_steps: int) -> optax.GradientTransformation:
-  """`optimizer.name` with the schedule, plus optional global-norm clipping of updates."""
+def make_optimizer(opt_config, num_steps: int,
+                   restarts: Sequence[int] = ()) -> optax.GradientTransformation:
+  """`optimizer.name` with the schedule (restarted at `restarts`: `make_schedule`), plus
+  optional global-norm clipping of updates."""
   check_optimizer(opt_config)
   name = opt_config.name
   constructor = getattr(optax, name)
-  kwargs = {"learning_rate": make_schedule(opt_config, num_steps)}
+  kwargs = {"learning_rate": make_schedule(opt_config, num_steps, restarts)}
   if name in ("sgd", "lars") and opt_config.get("momentum", 0.0):
     kwargs["momentum"] = float(opt_config.momentum)
   weight_decay = float(opt_config.get("weight_decay", 0.0))

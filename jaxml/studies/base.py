@@ -43,6 +43,23 @@ class Study:
   outputs: tuple[str, ...] = ()
 
 
+def check_choices(key: str, values, allowed, what: str) -> list:
+  """`values` as a list; ConfigError unless it is a non-empty list of distinct `allowed`
+  entries (`what` names them in the message: "data sets", "methods")."""
+  values = list(values)
+  if not values or any(v not in allowed for v in values) or len(set(values)) < len(values):
+    raise ConfigError(f"{key}={values}: choose distinct {what} from {', '.join(allowed)}")
+  return values
+
+
+def check_seeds(seeds) -> list[int]:
+  """`seeds` as a list; ConfigError unless they are integers >= 0, at least one."""
+  seeds = list(seeds)
+  if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+    raise ConfigError(f"seeds={seeds} must be integers >= 0, at least one")
+  return seeds
+
+
 def available() -> list[str]:
   from jaxml import studies  # pylint: disable=import-outside-toplevel  # this package
   return sorted(m.name for m in pkgutil.iter_modules(studies.__path__) if m.name not in LIBRARY)

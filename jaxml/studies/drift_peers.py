@@ -64,6 +64,12 @@ def _river(what: str):
   return forest, linear_model, neighbors, preprocessing, tree
 
 
+def require_river() -> None:
+  """Nothing if river imports; else the ConfigError naming the install command (a study's
+  config check, before anything trains)."""
+  _river("river")
+
+
 def logistic(num_classes: int, seed: int):
   """Standardised features into a linear model by SGD: logistic regression for 2 classes,
   softmax regression for more (one model, not one per class). Deterministic (`seed` unused)."""

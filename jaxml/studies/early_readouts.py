@@ -25,7 +25,6 @@ ERM and SiFeR on misaligned test images).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import os
@@ -37,7 +36,7 @@ from jaxml import trained
 from jaxml.core import files
 from jaxml.errors import ConfigError
 from jaxml.studies import figures, results, runs, tables
-from jaxml.studies.base import Study
+from jaxml.studies.base import Study, check_choices, check_seeds
 
 METHODS = ("erm", "sifer", "distill", "dedier", "jtt", "group_dro", "distill_jtt",
            "dedier_jtt")
@@ -84,14 +83,9 @@ def build(config) -> Study:
 
 
 def validate(config) -> None:
-  datasets, methods = list(config.datasets), list(config.methods)
-  if not datasets or any(d not in DATASETS for d in datasets) or len(set(datasets)) < len(datasets):
-    raise ConfigError(f"datasets={datasets}: choose distinct data sets from {', '.join(DATASETS)}")
-  if not methods or any(m not in METHODS for m in methods) or len(set(methods)) < len(methods):
-    raise ConfigError(f"methods={methods}: choose distinct methods from {', '.join(METHODS)}")
-  seeds = list(config.seeds)
-  if not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
-    raise ConfigError(f"seeds={seeds} must be integers >= 0, at least one")
+  datasets = check_choices("datasets", config.datasets, DATASETS, "data sets")
+  methods = check_choices("methods", config.methods, METHODS, "methods")
+  check_seeds(config.seeds)
   for d in datasets:
     # erm: teacher and first runs; sifer: the search; jtt: the *_jtt distillers' teacher
     for m in {base_method(m) for m in methods} | {"erm", "sifer"} | (
@@ -134,16 +128,8 @@ def search_points(config) -> list[SearchPoint]:
 def run_config(config, dataset: str, method: str, seed: int, **changes):
   """The config of one run: `runs.<dataset>.<base_method(method)>` at `seed`, with `changes`
   (dotted keys)."""
-  c = copy.deepcopy(config.runs[dataset][base_method(method)])
-  c.seed = seed
-  c.progress = config.progress
-  for key, value in changes.items():
-    block, _, leaf = key.rpartition(".")
-    target = c
-    for part in filter(None, block.split(".")):
-      target = target[part]
-    target[leaf] = value
-  return c
+  return runs.configured(config.runs[dataset][base_method(method)], seed, config.progress,
+                         changes)
 
 
 def fit(config, workdir: str) -> dict:
@@ -276,14 +262,4 @@ def claims(stats, methods, datasets) -> list[str]:
   pairs = [("dedier", "distill", "DeDiER beats plain distillation (ERM teacher)"),
            ("dedier_jtt", "distill_jtt", "DeDiER beats plain distillation (JTT teacher)"),
            ("sifer", "erm", "SiFeR beats ERM"), ("sifer", "jtt", "SiFeR beats JTT")]
-  out = []
-  for method, other, claim in pairs:
-    if method not in methods or other not in methods:
-      continue
-    verdicts = []
-    for d in datasets:
-      a, b = stats[(method, d)][0], stats[(other, d)][0]
-      verdicts.append(f"{d}: {100 * a:.1f} vs {100 * b:.1f} "
-                      f"({'holds' if a > b else 'does not hold'})")
-    out.append(f"- {claim} on worst-group accuracy — " + "; ".join(verdicts) + "\n")
-  return out
+  return tables.claim_lines(stats, pairs, methods, datasets, measure=" on worst-group accuracy")

@@ -1,5 +1,6 @@
-"""The plots of studies: a statistic against x with error bars, bars per method, curves, and
-UniPi's executed-vs-planned episodes (GIF and PNG strip). Drawing only: callers pass numbers.
+"""The plots of studies: a statistic against x with error bars, bars per method, curves (alone
+or in panels), and UniPi's executed-vs-planned episodes (GIF and PNG strip). Drawing only:
+callers pass numbers.
 
 The object API (`matplotlib.figure.Figure`), not pyplot, so a notebook keeps its own backend;
 matplotlib and PIL are imported inside the functions because they are slow to import.
@@ -9,7 +10,7 @@ Host-only (rule 4).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -101,6 +102,39 @@ def curves(lines: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: s
   ax.set_ylabel(y_label)
   ax.legend()
   fig.tight_layout()
+  save_figure(fig, path)
+  return path
+
+
+def curve_panels(panels: Mapping[str, Mapping[str, tuple[Sequence[float], Sequence[float]]]],
+                 path: str, *, x_label: str, y_label: str,
+                 linestyle: Callable[[str], str] = lambda legend: "-",
+                 y_limits: tuple[float, float] | None = None, log_y: bool = False) -> str:
+  """A panel per entry of `panels` ({title: {legend: (xs, ys)}}), one marked line per legend
+  (its colour the same in every panel, its `linestyle(legend)`), the legend shared below;
+  every panel on the same y axis if `y_limits` are given."""
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  fig = Figure(figsize=(4.2 * max(len(panels), 1) + 0.5, 4.0))
+  axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+  legends = list(dict.fromkeys(legend for lines in panels.values() for legend in lines))
+  colours = colormaps["tab10" if len(legends) <= 10 else "tab20"]
+  handles = {}
+  for ax, (title, lines) in zip(axes, panels.items()):
+    for legend, (xs, ys) in lines.items():
+      handles[legend] = ax.plot(xs, ys, marker="o", markersize=3, label=legend,
+                                color=colours(legends.index(legend) % colours.N),
+                                linestyle=linestyle(legend))[0]
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    if log_y:
+      ax.set_yscale("log")
+    if y_limits is not None:
+      ax.set_ylim(*y_limits)
+  fig.legend(list(handles.values()), list(handles), loc="lower center", fontsize=7,
+             ncol=min(len(handles), 5))
+  fig.tight_layout(rect=(0, 0.05 + 0.04 * math.ceil(len(handles) / 5), 1, 1))
   save_figure(fig, path)
   return path
 

@@ -9,10 +9,27 @@ trusted).
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Mapping
 
 from jaxml.core import files
 from jaxml.core import workdir as workdir_lib
+
+
+def configured(template, seed: int, progress: bool, changes: Mapping[str, object] = None):
+  """A copy of the run config `template` at `seed`, with the study's `progress` and
+  `changes` (dotted keys, e.g. {"drift.tau": 2.0})."""
+  c = copy.deepcopy(template)
+  c.seed = seed
+  c.progress = progress
+  for key, value in (changes or {}).items():
+    block, _, leaf = key.rpartition(".")
+    target = c
+    for part in filter(None, block.split(".")):
+      target = target[part]
+    target[leaf] = value
+  return c
 
 
 def run_once(config, workdir: str) -> dict:

@@ -58,3 +58,21 @@ def slug(label: str) -> str:
   """A table row's label as part of a metric name ("UniPi (w=1)" -> "unipi_w=1"): TensorBoard
   tags keep only word characters, '-', '.', '/' (and '=' reads well in both)."""
   return re.sub(r"[^\w=.-]+", "_", label.lower()).strip("_")
+
+
+def claim_lines(stats: Mapping[tuple, tuple[float, float, int]], pairs, methods: Sequence[str],
+                xs: Sequence, *, measure: str = "") -> list[str]:
+  """A markdown bullet per claim (method, other, text) of `pairs` whose methods were both
+  studied: "- <text><measure> — <x>: a vs b (holds | does not hold); ...", a and b the means
+  of `stats[(method, x)]` and `stats[(other, x)]` in percent; a claim holds where a > b."""
+  out = []
+  for method, other, text in pairs:
+    if method not in methods or other not in methods:
+      continue
+    verdicts = []
+    for x in xs:
+      a, b = stats[(method, x)][0], stats[(other, x)][0]
+      verdicts.append(f"{_format_x(x)}: {100 * a:.1f} vs {100 * b:.1f} "
+                      f"({'holds' if a > b else 'does not hold'})")
+    out.append(f"- {text}{measure} — " + "; ".join(verdicts) + "\n")
+  return out

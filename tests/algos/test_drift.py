@@ -224,7 +224,9 @@ def test_meta_gradient_equals_the_unrolled_lookahead_by_finite_differences():
 def test_smoke_run_compiles_once_and_reports_timescales(method, tmp_path):
   """The smoke config as it is, on the drifting_mixture source (4 clusters); continual: the
   method's continual variant (stages, buckets, a meta batch per stage)."""
-  config = drift_config.get_config(f"smoke,method={method}")
+  config = drift_config.get_config("smoke")  # the launcher's smoke variant (learned)
+  if method != "learned":
+    config = drift_config.get_config(f"smoke,method={method}")
   config.progress = False
   config.num_steps = config.eval_every = config.checkpoint_every = 20  # 2 logged intervals
   summary = run_compiling_once(config, tmp_path)
@@ -350,6 +352,8 @@ def test_schedule_stages_and_bucket_sampler():
   assert stages == [0] * 5 + [1] * 5 + [2] * 5 + [3] * 5
   assert [int(schedule.stage(jnp.int32(step))) for step in range(20)] == stages
   assert [schedule.first_step(s) for s in range(4)] == [0, 5, 10, 15]
+  assert schedule.restarts == (5, 10, 15)  # the learning-rate schedule restarts per stage
+  assert drift.Schedule(False, 4, 20, 2, 1).restarts == ()
   assert drift.Schedule(False, 4, 20, 2, 1).stage(7) == 3  # offline: always the last period
   odd = drift.Schedule(True, train_periods=4, num_steps=10, bucket_periods=1, meta_periods=1)
   for s in range(1, 4):

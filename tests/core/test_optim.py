@@ -1,4 +1,5 @@
-"""Optimizers and schedules from a config block, against closed forms written out here."""
+"""Optimizers and schedules (restarted, too) from a config block, against closed forms written
+out here."""
 
 import math
 
@@ -51,6 +52,20 @@ def test_schedule_defaults_to_cosine_without_warmup():
   assert float(fn(0)) == pytest.approx(1.0)
   assert float(fn(10)) == pytest.approx(0.5)
   assert float(fn(20)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_restarted_schedule_runs_afresh_over_each_segment():
+  """restarts (30, 70) of 100 steps: warmup and cosine over 30, 40 and 30 steps in turn."""
+  fn = optim.make_schedule(_opt(warmup_steps=5), 100, restarts=(30, 70))
+  for start, stop in ((0, 30), (30, 70), (70, 100)):
+    for step in range(start, stop, 3):
+      want = _reference_lr(step - start, lr=LR, warmup=5, num_steps=stop - start,
+                           schedule="cosine")
+      assert float(fn(step)) == pytest.approx(want, rel=1e-5, abs=1e-8), step
+  assert float(fn(35)) == pytest.approx(LR)  # the full rate again after the second warmup
+  for bad in ((30, 30), (0, 50), (50, 100)):
+    with pytest.raises(ValueError, match="must increase within"):
+      optim.make_schedule(_opt(), 100, restarts=bad)
 
 
 def test_unknown_schedule_and_optimizer_are_config_errors():

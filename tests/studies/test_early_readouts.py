@@ -4,7 +4,6 @@ accuracy and the seeds train that configuration, the distillers learn from the E
 from the early-stopped one, the report states each claim from the table's numbers, a rerun
 trains nothing, and bad configs fail before anything trains."""
 
-import json
 import os
 
 import pytest
@@ -13,15 +12,11 @@ from experiments import early_readouts_study as early_readouts_study_config
 from jaxml.errors import ConfigError
 from jaxml.studies import early_readouts as study
 from jaxml.studies import results
-from tests.launch_utils import assert_config_and_headline, run_launcher
+from tests.launch_utils import (assert_config_and_headline, assert_rerun_trains_nothing,
+                                read_json, run_launcher)
 
 pytestmark = pytest.mark.xdist_group("early_readouts")
 EXPERIMENT = "experiments/early_readouts_study.py"
-
-
-def _read(path):
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +41,14 @@ def test_rows_are_the_runs_own_evaluations_and_the_search_is_followed(smoke):
   best = max(search, key=lambda name: search[name]["accuracy"])
   for name, row in search.items():  # measured on validation
     run = os.path.join(workdir, "runs", dataset, "search", name)
-    assert _read(os.path.join(run, "config.json"))["data"]["eval_split"] == "validation"
-    assert row["accuracy"] == _read(os.path.join(run, "artifacts", "summary.json"))[
+    assert read_json(os.path.join(run, "config.json"))["data"]["eval_split"] == "validation"
+    assert row["accuracy"] == read_json(os.path.join(run, "artifacts", "summary.json"))[
         "eval/accuracy"]
   for method in config.methods:
     row = measured[(dataset, method, seed)]
     run = os.path.join(workdir, row["workdir"])
-    summary = _read(os.path.join(run, "artifacts", "summary.json"))
-    run_config = _read(os.path.join(run, "config.json"))
+    summary = read_json(os.path.join(run, "artifacts", "summary.json"))
+    run_config = read_json(os.path.join(run, "config.json"))
     assert run_config["data"]["eval_split"] == "test" and run_config["seed"] == seed
     for name, key in study.MEASURES.items():
       assert row[name] == summary[key], (method, name)
@@ -67,7 +62,7 @@ def test_rows_are_the_runs_own_evaluations_and_the_search_is_followed(smoke):
       assert run_config["distill"]["beta"] > 0 if "dedier" in method else not run_config[
           "distill"]["beta"]
     if method == "jtt":
-      first = _read(os.path.join(run_config["jtt"]["first_run"], "config.json"))
+      first = read_json(os.path.join(run_config["jtt"]["first_run"], "config.json"))
       erm_steps = config.runs[dataset].erm.num_steps
       assert first["num_steps"] == round(erm_steps * config.jtt_first_fraction) < erm_steps
   report = open(os.path.join(workdir, "artifacts", "early_readouts.md"), encoding="utf-8").read()
@@ -82,15 +77,7 @@ def test_rows_are_the_runs_own_evaluations_and_the_search_is_followed(smoke):
 
 
 def test_rerun_trains_nothing(smoke):
-  _, workdir, _ = smoke
-  runs_dir = os.path.join(workdir, "runs")
-  stamps = {os.path.join(d, f): os.path.getmtime(os.path.join(d, f))
-            for d, _, names in os.walk(runs_dir) for f in names}
-  proc = run_launcher(EXPERIMENT + ":smoke", workdir)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  after = {os.path.join(d, f): os.path.getmtime(os.path.join(d, f))
-           for d, _, names in os.walk(runs_dir) for f in names}
-  assert after == stamps
+  assert_rerun_trains_nothing(EXPERIMENT + ":smoke", smoke[1])
 
 
 @pytest.mark.parametrize("key, value, message", [
