@@ -32,8 +32,8 @@ its meta batch (learned, joint) from periods [s - meta_periods + 1, s], unit_mas
 normalises over the ages 0..bucket_periods - 1 of a full bucket, and the optimizer's
 learning-rate schedule (warmup, cosine decay) runs afresh in every stage, as when a deployed
 model is fine-tuned on each new bucket (one schedule over the whole run would leave the
-latest stages almost no learning rate). The model carries over from
-stage to stage; older data reach it only through its parameters.
+latest stages almost no learning rate). The model carries over from stage to stage; older
+data reach it only through its parameters.
 
 Weights are normalised per batch to mean 1 over its valid rows (`normalise`), so the loss
 keeps ERM's scale whatever the decay, and only relative weights matter; the train loss is
@@ -218,6 +218,10 @@ def build(config, dataset) -> Algorithm:
     final = cluster_timescales(dataset, inputs, weigher, helper, config.eval_batch_size)
   sampler = None
   if schedule.continual:
+    empty = np.flatnonzero(np.bincount(periods, minlength=train_periods) == 0)
+    if len(empty):
+      raise ConfigError(f"data {dataset.name!r}: training period(s) {empty.tolist()} have no "
+                        "examples, so the continual schedule has nothing to train on there")
     sampler = bucket_sampler(periods, schedule, int(config.batch_size))
   return dataclasses.replace(base, init=init, train_step=step, final_metrics=final,
                              sampler=sampler)

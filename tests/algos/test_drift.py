@@ -71,6 +71,14 @@ def flipping(data_config) -> Dataset:
   return Dataset(ArraySplit(train), ArraySplit(test), fields, task, name="flipping")
 
 
+def gappy(data_config) -> Dataset:
+  """The mixture without any training example of period 1."""
+  data = mixture(data_config)
+  keep = data.train.arrays["period"] != 1
+  train = ArraySplit({k: v[keep] for k, v in data.train.arrays.items()})
+  return Dataset(train, data.test, data.fields, data.task, name="gappy")
+
+
 def untimed(data_config) -> Dataset:
   return mixture(data_config, timestamp=False)
 
@@ -299,6 +307,8 @@ def test_train_step_moves_the_helper_by_adam_on_the_lookahead_gradient(dataset):
      "drift.bucket_periods=5 must be <= the data's 4 training periods"),
     ({"schedule": "continual", "meta_periods": 2},
      "drift.meta_periods=2 must be <= drift.bucket_periods=1"),
+    ({"source": "tests.algos.test_drift:gappy", "schedule": "continual"},
+     "training period(s) [1] have no examples"),
     ({"schedule": "continual", "num_steps": 3},
      "num_steps=3: the continual schedule needs at least one step per training period (4)"),
 ])
@@ -306,11 +316,9 @@ def test_bad_input_is_one_config_error(change, says, tmp_path):
   config = _config()
   if "source" in change:
     config.data.source = change.pop("source")
-  elif "num_steps" in change:
+  if "num_steps" in change:
     config.num_steps = change.pop("num_steps")
-    config.drift.update(change)
-  else:
-    config.drift.update(change)
+  config.drift.update(change)
   with pytest.raises(ConfigError) as caught:
     runner.run(config, str(tmp_path))
   message = str(caught.value)
