@@ -90,7 +90,8 @@ class Field:
   """One array of every example: its shape without the batch dim, and its NumPy dtype name.
 
   `categories` names the values 0..k-1 of an integer field (class names, group names), so
-  reports can say "Female" rather than 0.
+  reports can say "Female" rather than 0; on a multi-label target [L] it names the L labels
+  (e.g. odour descriptors), whose values are 0/1.
   """
 
   shape: tuple[int, ...]
@@ -189,6 +190,11 @@ def check_task(fields: Mapping[str, Field], task: Task, name: str = "") -> None:
   elif task.kind == "multilabel" and target.shape != (task.num_classes,):
     raise ConfigError(f"{where}: multilabel target {task.target!r} must have shape "
                       f"({task.num_classes},), got {target.shape}")
+  elif task.kind == "multilabel" and target.categories and (
+      len(target.categories) != task.num_classes):
+    raise ConfigError(f"{where}: multilabel target {task.target!r} names "
+                      f"{len(target.categories)} labels but the task has "
+                      f"num_classes={task.num_classes}")
   elif task.kind == "regression" and not np.issubdtype(target.dtype, np.floating):
     raise ConfigError(f"{where}: regression target {task.target!r} must be float, got "
                       f"{target.dtype}")

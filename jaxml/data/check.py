@@ -11,8 +11,8 @@ What is checked, per split and field:
 - the split is not empty, and reads exactly the described fields (none missing, none extra);
 - each array has the declared dtype and per-example shape, and as many examples as the split;
 - float fields hold only finite values (the message gives the first bad example's index);
-- a classification target lies in [0, num_classes), and any field with `categories` in
-  [0, len(categories));
+- a classification target lies in [0, num_classes), an integer multi-label target in {0, 1},
+  and any other field with `categories` in [0, len(categories));
 - the task's example weights (`Task.weight`) are >= 0.
 
 How much is checked depends on where the examples live. An in-memory `ArraySplit` (digits,
@@ -77,6 +77,8 @@ def _limits(fields: Mapping[str, Field], task: Task) -> dict[str, int]:
   limits = {name: len(spec.categories) for name, spec in fields.items() if spec.categories}
   if task.kind == "classification":
     limits[task.target] = task.num_classes
+  elif task.kind == "multilabel" and np.issubdtype(fields[task.target].dtype, np.integer):
+    limits[task.target] = 2  # 0/1 per label; its categories name the labels, not values
   return limits
 
 

@@ -10,6 +10,7 @@ from jax.experimental import multihost_utils
 from jaxml.data.pipeline import eval_batches
 from jaxml.evaluators import groups as groups_lib
 from jaxml.evaluators import linear_probe as probe_lib
+from jaxml.evaluators import ranking
 from jaxml.errors import ConfigError
 from jaxml.training import replicas
 
@@ -31,7 +32,8 @@ def evaluate_test(steps, state, dataset, mesh, batch_size: int, *,
   with: `evaluate`'s means and, for data with groups, `group_metrics` (each group's own
   accuracy only in the `final` one: single values, not curves)."""
   metrics = {**evaluate(steps, state, dataset.test, mesh, batch_size),
-             **group_metrics(steps, state, dataset, mesh, batch_size, per_group=final)}
+             **group_metrics(steps, state, dataset, mesh, batch_size, per_group=final),
+             **ranking_metrics(steps, state, dataset, mesh, batch_size, per_label=final)}
   return {f"eval/{k}": v for k, v in metrics.items()}
 
 
@@ -92,6 +94,32 @@ def group_metrics(steps, state, dataset, mesh, batch_size: int, *,
                                          len(categories) or None)
       row.update({f"{name}/{k}": v for k, v in groups_lib.summary(
           report, categories, per_group=per_group).items()})
+    rows.append(row)
+  return replicas.mean_and_each(rows) if count else rows[0]
+
+
+def ranking_metrics(steps, state, dataset, mesh, batch_size: int, *,
+                    per_label: bool = False) -> dict[str, float]:
+  """Ranking metrics of a multi-label task's predicted probabilities on the test split, from
+  one gathered pass (`jaxml/evaluators/ranking.py`): `auroc/macro`, `auprc/macro` (means over
+  the labels with both classes in the split), `auroc/micro`, `auprc/micro` and
+  `labels_scored`, and with `per_label` each label's `label/<name>/auroc` and `.../auprc`
+  (names from the target's categories, else its index). Replicas: their mean, and each
+  one's under `replica<r>/`. Empty unless the task is multi-label and the algorithm has a
+  `predict` with a `target`."""
+  target = steps.algorithm.target
+  if dataset.task.kind != "multilabel" or steps.predict is None or target is None:
+    return {}
+  scores, labels = collect(steps.predict, steps, state, dataset.test, mesh, batch_size)
+  names = dataset.fields[target].categories or tuple(map(str, range(labels.shape[-1])))
+  count = steps.algorithm.replicas
+  rows = []
+  for each in ([scores[:, r] for r in range(count)] if count else [scores]):
+    row = ranking.multilabel_summary(each, labels)
+    if per_label:
+      for entry in ranking.per_label(each, labels, names):
+        row.update({f"label/{entry['name']}/{metric}": entry[metric]
+                    for metric in ("auroc", "auprc")})
     rows.append(row)
   return replicas.mean_and_each(rows) if count else rows[0]
 

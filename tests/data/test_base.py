@@ -42,6 +42,8 @@ def test_bad_tasks_are_config_errors(args, message):
     ({**FIELDS, "y": Field((), "float32")}, Task("classification", "x", "y", 2), "integer scalar"),
     ({**FIELDS}, Task("classification", "x", "y", 3), "names 2 classes"),
     ({**FIELDS}, Task("multilabel", "x", "x", 2), r"must have shape \(2,\)"),
+    ({**FIELDS, "t": Field((3,), "int32", ("a", "b"))}, Task("multilabel", "x", "t", 3),
+     "names 2 labels"),
     ({**FIELDS}, Task("regression", "x", "y", 0), "must be float"),
     ({**FIELDS}, Task("classification", "x", "y", 2, groups="x"), "integer scalars"),
     ({**FIELDS}, Task("classification", "x", "y", 2, timestamp="x"), "scalar field"),
@@ -102,3 +104,16 @@ def test_a_plugin_that_reads_other_than_it_describes_is_refused():
   with pytest.raises(ConfigError, match=r"misdescribed.*: train field 'image' is float64, "
                                         "declared float32"):
     load_dataset(ml_collections.ConfigDict({"source": source}))
+
+
+def test_an_integer_multilabel_target_must_hold_zeros_and_ones():
+  from jaxml.data.check import check_dataset  # pylint: disable=import-outside-toplevel
+  fields = {"x": Field((2,), "float32"), "t": Field((3,), "int32", ("a", "b", "c"))}
+  task = Task("multilabel", "x", "t", 3)
+  good = ArraySplit({"x": np.zeros((2, 2), np.float32), "t": np.array([[0, 1, 1], [1, 0, 0]],
+                                                                         np.int32)})
+  check_dataset(Dataset(good, good, fields, task), "toy")  # three names, values 0/1: fine
+  bad = ArraySplit({"x": np.zeros((2, 2), np.float32), "t": np.array([[0, 1, 1], [2, 0, 0]],
+                                                                        np.int32)})
+  with pytest.raises(ConfigError, match=r"field 't' is \[2 0 0\] at example 1, outside \[0, 2\)"):
+    check_dataset(Dataset(good, bad, fields, task), "toy")
