@@ -29,6 +29,7 @@ batch); BatchNorm running statistics (`nnx.BatchStat`) are the only non-`nnx.Par
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 
 from flax import nnx
@@ -38,12 +39,18 @@ from jaxml.errors import ConfigError
 from jaxml.models import readout
 
 
+def _takes_one_input(module) -> bool:
+  builder = getattr(module, "create", None)
+  return builder is not None and "input_shape" in inspect.signature(builder).parameters
+
+
 def available() -> list[str]:
   """Names of the classification models in this package (what `model_config.name` may be):
-  its modules with a `create` function (others, e.g. `decision_transformer`, are built by
-  their algorithm)."""
+  its modules whose `create` takes an `input_shape`. Others are built by their algorithm:
+  `decision_transformer` has no `create`, and `mpnn` takes graphs (several arrays, see
+  jaxml/models/graphs.py), so its `create` takes feature counts instead."""
   names = (info.name for info in pkgutil.iter_modules(__path__) if not info.name.startswith("_"))
-  return sorted(n for n in names if hasattr(importlib.import_module(f"{__name__}.{n}"), "create"))
+  return sorted(n for n in names if _takes_one_input(importlib.import_module(f"{__name__}.{n}")))
 
 
 def create(
