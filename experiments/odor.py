@@ -36,7 +36,7 @@ def get_config(arg=None):
   # messages with a shared update, a set2set readout, a 256-wide odour embedding.
   c.model = ml_collections.ConfigDict({
       "hidden": 128, "steps": 5, "update": "gru", "readout": "set2set", "set2set_steps": 3,
-      "embedding": 256,
+      "embedding": 256, "dropout": 0.0,  # on the embedding, in training
       # Packing budget: slack x the mean atoms (bonds) per molecule x batch, plus one
       # largest molecule (jaxml/models/graphs.py); batches that overflow take the padded path.
       "pack_slack": 1.25})

@@ -24,6 +24,7 @@ RUN_ELSEWHERE = {
     # around it is the same for every config and is run by the others here.
     "experiments/unipi.py": "tests/algos/test_unipi.py",
     "experiments/drift.py": "tests/algos/test_drift.py",
+    "experiments/odor.py": "tests/algos/test_odor.py",
 }
 
 

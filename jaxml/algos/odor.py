@@ -27,7 +27,7 @@ import optax
 from flax import nnx
 
 from jaxml.algos.base import Algorithm
-from jaxml.core import checks
+from jaxml.core import checks, rng
 from jaxml.core.optim import check_optimizer, make_optimizer
 from jaxml.core.state import TrainState
 from jaxml.data.base import labels_of
@@ -38,7 +38,7 @@ from jaxml.models import graphs, mpnn
 # The per-example graph layout of jaxml/data/base.py, in the order `graphs.apply` takes it.
 GRAPH_FIELDS = ("nodes", "node_mask", "edge_index", "edges", "edge_mask")
 RULES = {**mpnn.RULES, "loss.weighting": checks.one_of(*multilabel.WEIGHTINGS),
-         "model.pack_slack": checks.in_range(0)}
+         "model.pack_slack": checks.in_range(1)}
 
 
 def check_config(config) -> None:
@@ -64,32 +64,37 @@ def build(config, dataset) -> Algorithm:
   positive, negative = multilabel.label_weights(labels_of(dataset.train, target),
                                                 config.loss.weighting)
   sizes = (*_mean_sizes(dataset.train), fields["nodes"].shape[0], fields["edges"].shape[0])
-  pack = lambda batch: graphs.budgets(*sizes, batch_size=batch["nodes"].shape[0],
-                                      slack=float(config.model.pack_slack))
+  pack = lambda batch, groups: graphs.budgets(
+      *sizes, batch_size=batch["nodes"].shape[0] // groups,
+      slack=float(config.model.pack_slack))
 
   def make_model(rngs):
-    return mpnn.from_config(config.model, node_features=fields["nodes"].shape[-1],
-                            edge_features=fields["edges"].shape[-1],
-                            num_labels=dataset.task.num_classes, rngs=rngs)
+    return mpnn.create(config.model, node_features=fields["nodes"].shape[-1],
+                       edge_features=fields["edges"].shape[-1],
+                       num_labels=dataset.task.num_classes, rngs=rngs)
 
   tx = make_optimizer(config.optimizer, config.num_steps)
+  # One packing group per device of the data axis, so each device packs its own molecules
+  # and message passing stays local to it (jaxml/models/graphs.py).
+  groups = int(config.num_devices) or jax.device_count()
 
-  def run(model, batch, method):
-    node_budget, edge_budget = pack(batch)
-    return graphs.apply(method, *(batch[name] for name in GRAPH_FIELDS),
-                        node_budget=node_budget, edge_budget=edge_budget)
+  def embed(model, batch):
+    node_budget, edge_budget = pack(batch, groups)
+    return graphs.apply(model.embed, *(batch[name] for name in GRAPH_FIELDS),
+                        node_budget=node_budget, edge_budget=edge_budget, groups=groups)
 
-  def logits_of(model, batch):
-    return run(model, batch, lambda g: model(g))
+  def logits_of(model, batch, key=None):
+    # The head outside `apply`: dropout's key then draws one mask for the whole batch, not
+    # one shared by every packing group.
+    return model.logits_from(embed(model, batch), train=key is not None, key=key)
 
   def train_step(state: TrainState, batch, key):
-    del key  # no randomness: the model has no dropout and the data no augmentation
     mask = batch.get("mask", jnp.ones(batch[target].shape[0], jnp.float32))
 
     def loss_fn(params):
       model = nnx.merge(state.graphdef, params, state.model_state, copy=True)
-      losses = multilabel.sigmoid_cross_entropy(logits_of(model, batch), batch[target],
-                                                positive, negative)
+      logits = logits_of(model, batch, rng.stream(key, "dropout"))
+      losses = multilabel.sigmoid_cross_entropy(logits, batch[target], positive, negative)
       return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
@@ -105,8 +110,7 @@ def build(config, dataset) -> Algorithm:
     return jax.nn.sigmoid(logits_of(state.model(), batch).astype(jnp.float32))
 
   def features(state: TrainState, batch):
-    model = state.model()
-    return run(model, batch, lambda g: model.embed(g))
+    return embed(state.model(), batch)
 
   init = lambda key: TrainState.create(make_model(nnx.Rngs(params=key)), tx)
   return Algorithm(init=init, train_step=train_step, eval_step=eval_step, predict=predict,

@@ -41,9 +41,9 @@ def test_learns_structural_descriptors_and_scores_them_like_sklearn(tmp_path):
   config = odor_config.get_config("smoke")
   config.data.source = f"odor:{_structural_csv(tmp_path / 'structural.csv')}"
   config.model.update(hidden=32, steps=3, embedding=32)
-  config.num_steps = 150
-  config.eval_every = config.checkpoint_every = 150
-  config.optimizer.learning_rate = 3e-3
+  config.num_steps = 300
+  config.eval_every = config.checkpoint_every = 300
+  config.optimizer.learning_rate = 1e-2
   summary = run_compiling_once(config, tmp_path / "run")
   # Every descriptor is a function of the graph: the network ranks them nearly perfectly.
   for name in STRUCTURAL:

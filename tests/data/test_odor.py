@@ -68,7 +68,7 @@ def test_the_default_dataset(dataset):
   # The largest molecule, vitamin B12 (92 heavy atoms, 97 bonds), sets the padding.
   assert shapes == {"nodes": ((92, 36), "float32"), "node_mask": ((92,), "float32"),
                     "edge_index": ((194, 2), "int32"), "edges": ((194, 6), "float32"),
-                    "edge_mask": ((194,), "float32"), "labels": ((138,), "float32"),
+                    "edge_mask": ((194,), "float32"), "labels": ((138,), "int32"),
                     "molecule": ((), "int32")}
 
 

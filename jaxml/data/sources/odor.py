@@ -23,7 +23,7 @@ split).
 Examples are graphs in the layout of `jaxml.data.base` (heavy atoms, featurised by
 `jaxml.data.molecules`): `nodes` [max_nodes, 36] f32, `node_mask` [max_nodes] f32,
 `edge_index` [max_edges, 2] int32, `edges` [max_edges, 6] f32, `edge_mask` [max_edges] f32;
-the target `labels` [L] f32 (0/1, float as a sigmoid cross-entropy takes it); and `molecule`
+the target `labels` [L] int32 (0/1; its categories name the descriptors); and `molecule`
 int32, the example's row of `molecule_table(...)[0]`, so a study can map a prediction back
 to its SMILES or Morgan fingerprint. The shipped data's largest molecule (vitamin B12, 92
 heavy atoms, 194 directed edges) sets the padding for all; 99% have at most 28 atoms, and
@@ -198,7 +198,7 @@ def molecule_table(data_config) -> tuple[MoleculeTable, np.ndarray, np.ndarray]:
 def load(data_config) -> Dataset:
   table, graphs, train, test, max_nodes = _prepare(data_config)
   max_edges = max(graph.num_edges for graph in graphs)
-  labels = table.labels.astype(np.float32)
+  labels = table.labels.astype(np.int32)
   splits = {}
   for name, rows in (("train", train), ("test", test)):
     arrays = molecules.pad([graphs[i] for i in rows], max_nodes, max_edges)
@@ -209,7 +209,7 @@ def load(data_config) -> Dataset:
             "edge_index": Field((max_edges, 2), "int32"),
             "edges": Field((max_edges, molecules.EDGE_FEATURES), "float32"),
             "edge_mask": Field((max_edges,), "float32"),
-            "labels": Field((len(table.descriptors),), "float32"),
+            "labels": Field((len(table.descriptors),), "int32", table.descriptors),
             "molecule": Field((), "int32")}
   task = Task("multilabel", inputs=INPUTS, target="labels",
               num_classes=len(table.descriptors))
