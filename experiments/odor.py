@@ -1,9 +1,11 @@
 """Odour prediction from molecular graphs (issue 21; Sanchez-Lengeling et al. 2019, "Machine
 Learning for Scent", and the Principal Odor Map): a message-passing network over each
 molecule's atoms and bonds predicts its 138 perfumers' descriptors (multi-label), trained with
-class-weighted sigmoid cross-entropy (jaxml/algos/odor.py), scored by macro AUROC/AUPRC over
-descriptors on one fold of 5-fold iterative-stratified cross-validation of the shipped
-GoodScents + Leffingwell data (4,983 molecules). E.g.
+sigmoid cross-entropy (class weights optional: loss.weighting; jaxml/algos/odor.py), scored by
+macro AUROC/AUPRC over descriptors on one fold of 5-fold iterative-stratified cross-validation
+of the shipped GoodScents + Leffingwell data (4,983 molecules); every fold and seed, the
+ensembles, the fingerprint baselines, the embedding and few-label transfer:
+experiments/odor_study.py. E.g.
   pip install -e '.[molecules]'
   python -m launch.main --config experiments/odor.py --workdir /tmp/jaxml/odor
   python -m launch.main --config experiments/odor.py:fold=2,seed=1 --workdir /tmp/jaxml/odor_f2
@@ -28,10 +30,11 @@ def get_config(arg=None):
   # jaxml/data/sources/odor.py: the shipped CSV (or odor:<path>), featurised with RDKit;
   # `fold` of `folds` is the test split (iterative stratification keeps every descriptor in
   # every fold; `scaffold` keeps each Bemis-Murcko scaffold in one fold). max_atoms 0: pad
-  # to the largest molecule (92 heavy atoms), none dropped.
+  # to the largest molecule (92 heavy atoms), none dropped. drop_labels: descriptor names
+  # left out of training (the study's few-label transfer run).
   c.data = ml_collections.ConfigDict({
       "source": "odor", "split": opts.split, "folds": 5, "fold": opts.fold, "split_seed": 0,
-      "max_atoms": 0, "prefetch": 0})
+      "max_atoms": 0, "drop_labels": (), "prefetch": 0})
   # jaxml/models/mpnn.py. Sizes near openpom's (Lee et al. 2023): 5 steps of edge-conditioned
   # messages with a shared update, a set2set readout, a 256-wide odour embedding.
   c.model = ml_collections.ConfigDict({

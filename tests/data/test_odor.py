@@ -87,6 +87,35 @@ def test_examples_are_their_molecules_graphs(dataset):
     np.testing.assert_array_equal(examples["labels"][position], table.labels[row])
 
 
+def test_drop_labels_keeps_the_molecules_and_the_split(dataset):
+  dropped = ("musk", "fruity")
+  smaller = load_dataset(config(drop_labels=dropped))
+  names = dataset.fields["labels"].categories
+  kept = [i for i, name in enumerate(names) if name not in dropped]
+  assert smaller.fields["labels"].categories == tuple(names[i] for i in kept)
+  assert smaller.task.num_classes == 136 and smaller.fields["labels"].shape == (136,)
+  for split in ("train", "test"):
+    full, less = getattr(dataset, split).arrays, getattr(smaller, split).arrays
+    np.testing.assert_array_equal(less["molecule"], full["molecule"])
+    np.testing.assert_array_equal(less["labels"], full["labels"][:, kept])
+
+
+@pytest.mark.parametrize("drop, message", [
+    (("musk", "smoky-ish"), r"data.drop_labels names \['smoky-ish'\], which the data lacks"),
+    ("musk", "data.drop_labels='musk' must be a tuple of descriptor names"),
+])
+def test_bad_drop_labels(drop, message):
+  with pytest.raises(ConfigError, match=message):
+    load_dataset(config(drop_labels=drop))
+
+
+@pytest.mark.filterwarnings("ignore:.*RDKit cannot parse")  # USER_CSV's invalid row
+def test_dropping_every_label(tmp_path):
+  path = write(tmp_path, USER_CSV)
+  with pytest.raises(ConfigError, match="data.drop_labels drops all 2 descriptors"):
+    load_dataset(config(f"odor:{path}", drop_labels=("sweet", "musk"), folds=2))
+
+
 @pytest.mark.parametrize("fold, sizes", [(0, (3986, 997)), (3, (3987, 996))])
 def test_folds(fold, sizes):
   table, train, test = odor.molecule_table(config(fold=fold))

@@ -32,8 +32,11 @@ and 66 edges).
 
 Config (all optional): `split` ("stratified"), `folds` (5), `fold` (0), `split_seed` (0),
 `max_atoms` (0 = no cap; else molecules with more heavy atoms are skipped, with a warning,
-and max_nodes = max_atoms). The fingerprint baselines call `molecule_table(data_config)` to
-get exactly the molecules and split a graph network trains on.
+and max_nodes = max_atoms), `drop_labels` (() = none: descriptor names left out of the target,
+for the few-label transfer experiment; the molecules and folds stay those of all labels, so
+a network trained without them is tested on the very same split). The fingerprint baselines
+call `molecule_table(data_config)` to get exactly the molecules and split a graph network
+trains on.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ FILE = "curated_GS_LF_merged_4983.csv"
 SMILES_COLUMNS = ("nonStereoSMILES", "smiles")
 TEXT_COLUMN = "descriptors"  # the labels as text ("fruity;green"): the 0/1 columns repeat it
 SPLITS = ("stratified", "scaffold")
-DEFAULTS = {"split": "stratified", "folds": 5, "fold": 0, "split_seed": 0, "max_atoms": 0}
+DEFAULTS = {"split": "stratified", "folds": 5, "fold": 0, "split_seed": 0, "max_atoms": 0,
+            "drop_labels": ()}
 INPUTS = ("nodes", "node_mask", "edge_index", "edges", "edge_mask")
 _SHOW = 5  # skipped rows named in a warning
 
@@ -195,10 +199,28 @@ def molecule_table(data_config) -> tuple[MoleculeTable, np.ndarray, np.ndarray]:
   return table, train, test
 
 
+def kept_labels(data_config, descriptors) -> np.ndarray:
+  """The label columns `load(data_config)` keeps: all but `data.drop_labels` (descriptor
+  names), in their order; a ConfigError for a name the data lacks or for dropping them all."""
+  drop = data_config.get("drop_labels", DEFAULTS["drop_labels"])
+  if isinstance(drop, str) or not all(isinstance(name, str) for name in drop):
+    raise ConfigError(f"{NAME}: data.drop_labels={drop!r} must be a tuple of descriptor names")
+  unknown = sorted(set(drop) - set(descriptors))
+  if unknown:
+    raise ConfigError(f"{NAME}: data.drop_labels names {unknown}, which the data lacks "
+                      f"(its descriptors: {', '.join(descriptors[:5])}, ...)")
+  kept = np.array([i for i, name in enumerate(descriptors) if name not in set(drop)], np.int64)
+  if not len(kept):
+    raise ConfigError(f"{NAME}: data.drop_labels drops all {len(descriptors)} descriptors")
+  return kept
+
+
 def load(data_config) -> Dataset:
   table, graphs, train, test, max_nodes = _prepare(data_config)
+  kept = kept_labels(data_config, table.descriptors)
+  descriptors = tuple(table.descriptors[i] for i in kept)
   max_edges = max(graph.num_edges for graph in graphs)
-  labels = table.labels.astype(np.int32)
+  labels = table.labels[:, kept].astype(np.int32)
   splits = {}
   for name, rows in (("train", train), ("test", test)):
     arrays = molecules.pad([graphs[i] for i in rows], max_nodes, max_edges)
@@ -209,8 +231,8 @@ def load(data_config) -> Dataset:
             "edge_index": Field((max_edges, 2), "int32"),
             "edges": Field((max_edges, molecules.EDGE_FEATURES), "float32"),
             "edge_mask": Field((max_edges,), "float32"),
-            "labels": Field((len(table.descriptors),), "int32", table.descriptors),
+            "labels": Field((len(descriptors),), "int32", descriptors),
             "molecule": Field((), "int32")}
   task = Task("multilabel", inputs=INPUTS, target="labels",
-              num_classes=len(table.descriptors))
+              num_classes=len(descriptors))
   return Dataset(splits["train"], splits["test"], fields, task, name=NAME)
