@@ -20,7 +20,7 @@ costs
 
 with p = `transition_bias`, alpha = `crp_alpha`, blocks_k the number of times speaker k has been
 switched to (its runs of segments) and B the sum of blocks over all speakers. These are
-uisrnn's terms exactly (`UISRNN._update_beam_state`), including three things worth knowing:
+uisrnn's terms exactly (`UISRNN._update_beam_state`), including four things worth knowing:
 
 - `transition_bias` is the probability of a speaker *change*: staying costs -log(1 - p), and
   uisrnn estimates p as the smoothed fraction of adjacent segments whose speakers differ
@@ -224,8 +224,10 @@ def beam_search(step: Callable, init_hidden, sigma2, transition_bias, crp_alpha,
   sequence [T, D], mask [T] bool: segments; masked ones are left out (label -1).
   Labels are numbered by first appearance among the unmasked segments. neg_log_likelihood is
   the best beam's total over all `test_iteration` copies, as uisrnn's `neg_likelihood`.
-  Cost per call: ceil(T * test_iteration / look_ahead) blocks, each scoring
-  beam_size * max_speakers ** look_ahead candidates. Vmap over utterances padded to one T.
+  Work per call is fixed by the shapes (no input makes it search longer):
+  ceil(T * test_iteration / look_ahead) blocks, each scoring beam_size * max_speakers **
+  look_ahead candidates and holding beam_size * max_speakers ** (look_ahead - 1) speaker tables
+  at once. Vmap over utterances padded to one T.
   """
   check_options(beam_size, look_ahead, max_speakers, test_iteration, mean_rule)
   length, dim = sequence.shape

@@ -228,6 +228,27 @@ def test_ties_go_to_the_lower_index():
   np.testing.assert_array_equal(index, np.argsort(-np.asarray(scores), kind="stable")[:6])
 
 
+@pytest.mark.parametrize("transition_bias,crp_alpha,beam_size",
+                         [(0.9, 3.0, 1), (0.99, 50.0, 2)])
+def test_exact_ties_follow_beam_rank_then_labels(transition_bias, crp_alpha, beam_size):
+  # All-zero segments and an identity step: every Gaussian term is exactly 0, and changes of
+  # speaker are likely, new speakers too, up to the cap of three: 0 1 2. Segment 4 then ties
+  # bit for bit (the same costs in the same order) between switching back to speaker 0 or 1
+  # (one block each): the lower label, 0 1 2 0. With two beams, (0 1 2 0) and (0 1 2 1) tie
+  # in turn, and so do their switches at segment 5: the lower beam rank, then the lower label,
+  # give 0 1 2 0 1 (lowest label first would give 0 1 2 1 0). (0 1 0 2) equals the pair at
+  # segment 4 only in exact arithmetic; its parent ranks second, so it loses an exact tie.
+  p = {**problem(0, length=5), "sequence": np.zeros((5, DIM), np.float32),
+       "transition_bias": transition_bias, "crp_alpha": crp_alpha}
+  options = dict(beam_size=beam_size, look_ahead=1, max_speakers=3, test_iteration=1,
+                 mean_rule="running")
+  labels, score = jitted(identity_step, p, **options)
+  want_labels, want_score = referenced(identity_step, p, **options)
+  np.testing.assert_array_equal(want_labels, [0, 1, 2, 0, 1])
+  np.testing.assert_array_equal(labels, want_labels)
+  np.testing.assert_allclose(score, want_score, rtol=1e-6)
+
+
 def test_bad_options_raise():
   with pytest.raises(ConfigError, match="mean_rule"):
     jitted(identity_step, problem(0), mean_rule="average")
@@ -238,20 +259,24 @@ def test_bad_options_raise():
 # uisrnn's own decoder, with the toy GRU's weights loaded into its CoreRNN.
 
 
-def uisrnn_model(params, init_hidden, sigma2, transition_bias, crp_alpha):
+def uisrnn_model(params, init_hidden, sigma2, transition_bias, crp_alpha, dim=DIM,
+                 hidden=HIDDEN):
+  """A `uisrnn.UISRNN` with this initial state and variances, and this CoreRNN (params None:
+  the one torch initialised)."""
   uisrnn = pytest.importorskip("uisrnn")
   torch = pytest.importorskip("torch")
-  args = argparse.Namespace(observation_dim=DIM, rnn_hidden_size=HIDDEN, rnn_depth=1,
+  args = argparse.Namespace(observation_dim=dim, rnn_hidden_size=hidden, rnn_depth=1,
                             rnn_dropout=0.0, sigma2=None, transition_bias=transition_bias,
                             crp_alpha=crp_alpha, enable_cuda=False, verbosity=0)
   model = uisrnn.UISRNN(args)
   tensor = lambda a: torch.from_numpy(np.asarray(a, np.float32))
-  model.rnn_model.load_state_dict({
-      "gru.weight_ih_l0": tensor(params["w_ih"]), "gru.weight_hh_l0": tensor(params["w_hh"]),
-      "gru.bias_ih_l0": tensor(params["b_ih"]), "gru.bias_hh_l0": tensor(params["b_hh"]),
-      "linear_mean1.weight": tensor(params["w1"]), "linear_mean1.bias": tensor(params["b1"]),
-      "linear_mean2.weight": tensor(params["w2"]), "linear_mean2.bias": tensor(params["b2"])})
-  model.rnn_init_hidden = torch.nn.Parameter(tensor(init_hidden).reshape(1, 1, HIDDEN))
+  if params is not None:
+    model.rnn_model.load_state_dict({
+        "gru.weight_ih_l0": tensor(params["w_ih"]), "gru.weight_hh_l0": tensor(params["w_hh"]),
+        "gru.bias_ih_l0": tensor(params["b_ih"]), "gru.bias_hh_l0": tensor(params["b_hh"]),
+        "linear_mean1.weight": tensor(params["w1"]), "linear_mean1.bias": tensor(params["b1"]),
+        "linear_mean2.weight": tensor(params["w2"]), "linear_mean2.bias": tensor(params["b2"])})
+  model.rnn_init_hidden = torch.nn.Parameter(tensor(init_hidden).reshape(1, 1, hidden))
   model.sigma2 = torch.nn.Parameter(tensor(sigma2))
   return model
 
@@ -278,3 +303,30 @@ def test_reference_agrees_with_uisrnn(look_ahead, test_iteration):
     np.testing.assert_array_equal(ours, by_first_appearance(theirs), err_msg=f"seed {seed}")
     fast, _ = jitted(step, p, max_speakers=5 * test_iteration, mean_rule="uisrnn", **options)
     np.testing.assert_array_equal(fast, ours)
+
+
+def test_agrees_with_uisrnn_on_its_own_model():
+  # The other direction, at a less toy size: uisrnn's CoreRNN as torch initialises it (D 16,
+  # H 32), its weights exported into a jax step; four speakers in runs of segments.
+  torch = pytest.importorskip("torch")
+  dim, hidden, length = 16, 32, 24
+  torch.manual_seed(0)
+  model = uisrnn_model(None, np.zeros(hidden), np.full(dim, 0.1), 0.3, 1.0, dim=dim,
+                       hidden=hidden)
+  weights = {k: v.detach().numpy() for k, v in model.rnn_model.state_dict().items()}
+  step = gru_step({"w_ih": weights["gru.weight_ih_l0"], "w_hh": weights["gru.weight_hh_l0"],
+                   "b_ih": weights["gru.bias_ih_l0"], "b_hh": weights["gru.bias_hh_l0"],
+                   "w1": weights["linear_mean1.weight"], "b1": weights["linear_mean1.bias"],
+                   "w2": weights["linear_mean2.weight"], "b2": weights["linear_mean2.bias"]})
+  options = dict(beam_size=10, look_ahead=1, test_iteration=2)
+  for seed in (2, 3):  # both find four speakers and return to earlier ones
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(4, dim))
+    sequence = centres[np.repeat(rng.permutation([0, 1, 2, 3, 1, 0]), 4)]
+    sequence = sequence + rng.normal(size=(length, dim)) * 0.2
+    theirs = by_first_appearance(model.predict_single(sequence, argparse.Namespace(**options)))
+    p = {"init_hidden": np.zeros(hidden, np.float32), "sigma2": np.full(dim, 0.1, np.float32),
+         "transition_bias": 0.3, "crp_alpha": 1.0, "sequence": sequence.astype(np.float32)}
+    ours, _ = jitted(step, p, max_speakers=8, mean_rule="uisrnn", **options)
+    assert len(set(theirs.tolist())) == 4
+    np.testing.assert_array_equal(ours, theirs, err_msg=f"seed {seed}")
