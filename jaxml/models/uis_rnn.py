@@ -146,15 +146,15 @@ def observation_nll(mean: jax.Array, x: jax.Array, sigma2: jax.Array) -> jax.Arr
 # Host-side estimates of the speaker-turn prior (NumPy) and its log-probabilities.
 
 
-def _turns(labels) -> tuple[np.ndarray, int]:
-  """(speaker of each turn, in order, with speakers renamed by first appearance; number of
-  label changes) of one label sequence."""
+def _turns(labels) -> np.ndarray:
+  """The speaker of each turn (run of one label) of a label sequence, in order, speakers
+  renamed 0, 1, ... by first appearance."""
   labels = list(labels)
   turns = [labels[i] for i in range(len(labels)) if i == 0 or labels[i] != labels[i - 1]]
   order: dict = {}
   for label in turns:
     order.setdefault(label, len(order))
-  return np.array([order[label] for label in turns], np.int64), max(len(turns) - 1, 0)
+  return np.array([order[label] for label in turns], np.int64)
 
 
 def estimate_transition_bias(label_sequences: Sequence[Sequence], smooth: float = 1.0
@@ -185,7 +185,7 @@ def crp_log_likelihood(label_sequences: Sequence[Sequence], crp_alpha) -> np.nda
   alpha = np.asarray(crp_alpha, np.float64)
   total = np.zeros_like(alpha)
   for labels in label_sequences:
-    turns, _ = _turns(labels)
+    turns = _turns(labels)
     counts = np.zeros(len(turns) + 1)
     if len(turns):
       counts[turns[0]] = 1
