@@ -240,3 +240,89 @@ def test_data_without_conversations_is_refused():
   other = Dataset(split(dataset.train), split(dataset.test), fields, dataset.task, "other")
   with pytest.raises(ConfigError, match="wrong or missing: \\['speakers'\\]"):
     uis_rnn.build(config_for(), other)
+
+
+def test_one_step_equals_uisrnn_training_iteration():
+  """From the same weights, one train step (time order, num_permutations 1) gives uisrnn's
+  loss and, after its Adam step with the RNN's gradient clipped and sigma2 clamped, the
+  same parameters. uisrnn's side is `fit_concatenated`'s loop body with its own loss
+  functions and `resize_sequence`; its `pack_sequence` is written out (today's torch
+  refuses the lengths array it passes)."""
+  torch = pytest.importorskip("torch")
+  uisrnn_lib = pytest.importorskip("uisrnn.uisrnn")
+  utils = pytest.importorskip("uisrnn.utils")
+  loss_func = pytest.importorskip("uisrnn.loss_func")
+  dataset = conversations(train=4, test=4, seed=5)
+  # grad_max_norm small enough to clip; a rate large enough that every update shows.
+  config = config_for(**{"uis_rnn.num_permutations": 1, "uis_rnn.grad_max_norm": 0.5,
+                         "optimizer.learning_rate": 0.05, "model.hidden": 6})
+  algorithm = uis_rnn.build(config, dataset)
+  state = jax.jit(algorithm.init)(jax.random.key(0))
+  # Random, not zero, biases and initial state (zeros would hide one left out).
+  rng = np.random.default_rng(0)
+  randomised = lambda path, v: (
+      jnp.asarray(rng.normal(0, 0.3, v.shape), v.dtype)
+      if v.ndim == 1 and "sigma2" not in jax.tree_util.keystr(path) else v)
+  state = state.replace(params=jax.tree_util.tree_map_with_path(randomised, state.params))
+  assert float(jnp.abs(state.params["rnn"]["mean_out"]["bias"][...]).min()) > 0
+  batch = dataset.train.read(np.arange(4))
+  new_state, metrics = jax.jit(algorithm.train_step)(state, batch, jax.random.key(1))
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(new_state.params))
+
+  params = jax.tree.map(lambda v: np.asarray(v), state.params)
+  rnn = params["rnn"]
+  core = uisrnn_lib.CoreRNN(DIM, 6, 1, DIM)
+  pairs = [(core.gru.weight_ih_l0, rnn["gru"]["input"]["kernel"]),
+           (core.gru.bias_ih_l0, rnn["gru"]["input"]["bias"]),
+           (core.gru.weight_hh_l0, rnn["gru"]["recurrent"]["kernel"]),
+           (core.gru.bias_hh_l0, rnn["gru"]["recurrent"]["bias"]),
+           (core.linear_mean1.weight, rnn["mean_hidden"]["kernel"]),
+           (core.linear_mean1.bias, rnn["mean_hidden"]["bias"]),
+           (core.linear_mean2.weight, rnn["mean_out"]["kernel"]),
+           (core.linear_mean2.bias, rnn["mean_out"]["bias"])]
+  with torch.no_grad():
+    for theirs, ours in pairs:
+      theirs.copy_(torch.tensor(np.asarray(ours[...]).T.copy()))
+  init_hidden = torch.nn.Parameter(torch.tensor(params["initial_hidden"][...]).reshape(1, 1, -1))
+  sigma2 = torch.nn.Parameter(torch.tensor(params["sigma2"][...]))
+  optimizer = torch.optim.Adam([{"params": core.parameters()}, {"params": init_hidden},
+                                {"params": sigma2}], lr=0.05)
+  # Every conversation's speakers as separate clusters, in time order.
+  sequence, cluster_id = [], []
+  for b in range(4):
+    n = int(batch["step_mask"][b].sum())
+    sequence.append(batch["embeddings"][b, :n].astype(np.float64))
+    cluster_id += [f"{b}_{s}" for s in batch["speakers"][b, :n]]
+  subs, lengths = utils.resize_sequence(np.concatenate(sequence), np.array(cluster_id), None)
+  order = np.argsort(lengths, kind="stable")[::-1]
+  rnn_input = np.zeros((lengths[order[0]], len(subs), DIM), np.float32)
+  for column, i in enumerate(order):
+    rnn_input[1:lengths[i], column] = subs[i]
+  packed = torch.nn.utils.rnn.pack_padded_sequence(torch.tensor(rnn_input),
+                                                   [lengths[i] for i in order])
+  truth = torch.tensor(rnn_input[1:])
+  mean, _ = core(packed, init_hidden.repeat(1, len(subs), 1))
+  mean = torch.cumsum(mean, dim=0) / torch.arange(1, mean.shape[0] + 1).float()[:, None, None]
+  loss1 = loss_func.weighted_mse_loss((truth != 0).float() * mean[:-1], truth, 1 / (2 * sigma2))
+  error = (((truth != 0).float() * mean[:-1] - truth) ** 2).view(-1, DIM)
+  loss2 = loss_func.sigma2_prior_loss(torch.sum((error != 0).float(), dim=0), 1.0, 1.0, sigma2)
+  loss3 = loss_func.regularization_loss(core.parameters(), 1e-5)
+  loss = loss1 + loss2 + loss3
+  optimizer.zero_grad()
+  loss.backward()
+  torch.nn.utils.clip_grad_norm_(core.parameters(), 0.5)
+  optimizer.step()
+  sigma2.data.clamp_(min=1e-6)
+
+  assert float(metrics["loss"]) == pytest.approx(loss.item(), rel=1e-5)
+  assert float(metrics["grad_norm"]) > 0.5  # the clip acted
+  after = jax.tree.map(lambda v: np.asarray(v), new_state.params)
+  for (theirs, _), ours in zip(pairs, [
+      after["rnn"]["gru"]["input"]["kernel"], after["rnn"]["gru"]["input"]["bias"],
+      after["rnn"]["gru"]["recurrent"]["kernel"], after["rnn"]["gru"]["recurrent"]["bias"],
+      after["rnn"]["mean_hidden"]["kernel"], after["rnn"]["mean_hidden"]["bias"],
+      after["rnn"]["mean_out"]["kernel"], after["rnn"]["mean_out"]["bias"]]):
+    np.testing.assert_allclose(np.asarray(ours[...]).T, theirs.detach().numpy(), atol=2e-5)
+  np.testing.assert_allclose(after["initial_hidden"][...], init_hidden.detach().numpy()[0, 0],
+                             atol=2e-5)
+  np.testing.assert_allclose(after["sigma2"][...], sigma2.detach().numpy(), atol=2e-5)
