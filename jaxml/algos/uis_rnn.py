@@ -13,11 +13,12 @@ segments) are put in a random order, each turn keeping its own order (with
 num_permutations 1, one copy in time order, as uisrnn does). uisrnn pools these
 sub-sequences over the whole training set and samples 10 per iteration; here a batch of
 conversations is turned into all of its sub-sequences inside the jitted step
-(`speaker_subsequences`: static shapes [B, P, max_speakers, T], by a sort by (speaker,
-random turn rank, time) and a gather), the turn orders drawn from the step's key. The GRU
+(`speaker_subsequences`: static shapes [B, P, max_speakers, max_length], by a sort by
+(speaker, random turn rank, time) and a gather), the turn orders drawn from the step's key.
+The GRU
 runs over each as [0, x1, ..., x_{L-1}] and the running means of its outputs predict
-x1..xL. max_speakers is the most speakers of any conversation in either split (host, at
-build time).
+x1..xL. max_speakers and max_length, the most speakers of a conversation and the most
+segments of one speaker in one, are read from both splits at build time (`static_sizes`).
 
 The update is uisrnn's: Adam (optimizer.name "adam", constant rate 1e-3), the GRU and mean
 network's gradient (only theirs, as uisrnn's `clip_grad_norm_(rnn_model.parameters())`)
@@ -81,19 +82,22 @@ def check_data(dataset) -> None:
 
 
 def speaker_subsequences(embeddings: jax.Array, speakers: jax.Array, step_mask: jax.Array,
-                         max_speakers: int, turn_ranks: jax.Array | None = None
-                         ) -> tuple[jax.Array, jax.Array]:
-  """(subsequences [B, P, S, T, D], mask [B, P, S, T]) of conversations embeddings [B, T, D],
+                         max_speakers: int, turn_ranks: jax.Array | None = None,
+                         max_length: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """(subsequences [B, P, S, L, D], mask [B, P, S, L]) of conversations embeddings [B, T, D],
   speakers [B, T], step_mask [B, T]: slot [b, p, s] holds speaker s's segments of
   conversation b, real ones first, with its turns (runs of one speaker, numbered 0, 1, ...
   in time order over the conversation) ordered by turn_ranks[b, p, turn], ties in time
   order; turn_ranks [B, P, T] comes from `random_turn_ranks`, and None (P = 1) keeps time
-  order. S = max_speakers; a speaker numbered >= S is dropped, as are steps with step_mask 0.
+  order. S = max_speakers; L = max_length (default T), the most segments of one speaker,
+  beyond which a speaker's segments are cut; a speaker numbered >= S is dropped, as are
+  steps with step_mask 0.
   """
   if turn_ranks is None:
     turn_ranks = jnp.zeros((speakers.shape[0], 1, speakers.shape[1]), jnp.int32)
-  return jax.vmap(_one_conversation, in_axes=(0, 0, 0, 0, None))(
-      embeddings, speakers, step_mask > 0, turn_ranks, max_speakers)
+  length = speakers.shape[1] if max_length is None else max_length
+  return jax.vmap(_one_conversation, in_axes=(0, 0, 0, 0, None, None))(
+      embeddings, speakers, step_mask > 0, turn_ranks, max_speakers, length)
 
 
 def random_turn_ranks(key: jax.Array, batch: int, num_permutations: int,
@@ -106,7 +110,7 @@ def random_turn_ranks(key: jax.Array, batch: int, num_permutations: int,
   return jax.vmap(jax.vmap(lambda k: jax.random.permutation(k, length)))(keys).astype(jnp.int32)
 
 
-def _one_conversation(embeddings, speakers, valid, turn_ranks, max_speakers):
+def _one_conversation(embeddings, speakers, valid, turn_ranks, max_speakers, max_length):
   """`speaker_subsequences` of one conversation, for each row of turn_ranks [P, T] (the rank
   of each turn, numbered in time order, among the speaker's turns)."""
   length = speakers.shape[0]
@@ -117,8 +121,8 @@ def _one_conversation(embeddings, speakers, valid, turn_ranks, max_speakers):
   slots = jnp.arange(max_speakers)
   counts = jnp.sum(speaker[None, :] == slots[:, None], axis=1)  # [S]
   starts = jnp.cumsum(counts) - counts
-  offsets = jnp.arange(length)
-  mask = offsets[None, :] < counts[:, None]  # [S, T]
+  offsets = jnp.arange(max_length)
+  mask = offsets[None, :] < counts[:, None]  # [S, L]
   index = jnp.minimum(starts[:, None] + offsets[None, :], length - 1)
 
   def arrange(ranks):
@@ -126,6 +130,19 @@ def _one_conversation(embeddings, speakers, valid, turn_ranks, max_speakers):
     return embeddings[order[index]] * mask[..., None]
 
   return jax.vmap(arrange)(turn_ranks), jnp.broadcast_to(mask, (turn_ranks.shape[0], *mask.shape))
+
+
+def static_sizes(dataset) -> tuple[int, int]:
+  """(most speakers in a conversation, most segments of one speaker in a conversation) over
+  both splits (host): the sub-sequence slots' static shape, which need not be [speakers x
+  segments] of the padded conversation (two speakers of a 100-segment call rarely need 100
+  each)."""
+  speakers, length = 1, 1
+  for split in (dataset.train, dataset.test):
+    speakers = max(speakers, int(labels_of(split, "num_speakers").max(initial=1)))
+    for labels in label_sequences(split):
+      length = max(length, int(np.bincount(labels).max(initial=1)))
+  return speakers, length
 
 
 def label_sequences(split) -> list[np.ndarray]:
@@ -148,8 +165,7 @@ def build(config, dataset) -> Algorithm:
   check_data(dataset)
   settings = config.uis_rnn
   observation_dim = dataset.fields["embeddings"].shape[-1]
-  max_speakers = max(int(labels_of(split, "num_speakers").max(initial=1))
-                     for split in (dataset.train, dataset.test))
+  max_speakers, max_length = static_sizes(dataset)
   prior = turn_prior(config, label_sequences(dataset.train))
   num_permutations = int(settings.num_permutations)
   tx = make_optimizer(config.optimizer, config.num_steps)
@@ -164,10 +180,9 @@ def build(config, dataset) -> Algorithm:
              random_turn_ranks(key, batch_size, num_permutations, length))
     subsequences, mask = speaker_subsequences(
         batch["embeddings"], batch["speakers"], batch["step_mask"] * rows[:, None],
-        max_speakers, ranks)
-    length = subsequences.shape[-2]
-    return (subsequences.reshape(-1, length, observation_dim),
-            mask.reshape(-1, length).astype(jnp.float32))
+        max_speakers, ranks, max_length)
+    return (subsequences.reshape(-1, max_length, observation_dim),
+            mask.reshape(-1, max_length).astype(jnp.float32))
 
   def train_step(state: TrainState, batch, key):
     targets, mask = conversations(batch, rng.stream(key, "permutations"))

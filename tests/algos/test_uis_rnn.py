@@ -94,13 +94,19 @@ def test_speaker_subsequences_equal_a_numpy_loop():
   step_mask[5] = 0  # a padding conversation
   args = (batch["embeddings"], batch["speakers"], step_mask, MAX_SPEAKERS)
   ranks = uis_rnn.random_turn_ranks(jax.random.key(0), 6, 4, LENGTH)
-  build = jax.jit(uis_rnn.speaker_subsequences, static_argnums=3)
+  build = jax.jit(uis_rnn.speaker_subsequences, static_argnums=(3, 5))
   for turn_ranks, numpy_ranks in ((ranks, np.asarray(ranks)),
                                   (None, np.zeros((6, 1, LENGTH), np.int32))):
     got, mask = build(*args, turn_ranks)
     expected, expected_mask = reference_subsequences(*args, numpy_ranks)
     np.testing.assert_array_equal(mask, expected_mask)
     np.testing.assert_array_equal(got, expected)
+  # Slots as long as the longest speaker's segments hold all of them.
+  longest = max(np.bincount(s[m > 0]).max(initial=0) for s, m in zip(batch["speakers"], step_mask))
+  assert longest < LENGTH and mask.sum(-1).max() == longest
+  short, short_mask = build(*args, None, int(longest))
+  np.testing.assert_array_equal(short, got[..., :longest, :])
+  np.testing.assert_array_equal(short_mask, mask[..., :longest])
   # Time order keeps each speaker's segments as they came.
   first = np.flatnonzero(batch["speakers"][0][:int(step_mask[0].sum())] == 0)
   np.testing.assert_array_equal(got[0, 0, 0, :len(first)], batch["embeddings"][0, first])
@@ -182,6 +188,15 @@ def test_training_lowers_the_loss_and_learns_sigma2_at_the_prediction_error():
   assert 0.9 * best < test_mse < 1.1 * best, (test_mse, best)
   np.testing.assert_allclose(sigma2, best, rtol=0.1)
   assert float(np.mean(sigma2)) == pytest.approx(best, rel=0.05)
+
+
+def test_static_sizes_are_the_most_speakers_and_segments_of_one_speaker():
+  dataset = conversations(train=16, test=4)
+  speakers, length = uis_rnn.static_sizes(dataset)
+  counts = [np.bincount(s[m > 0]) for split in (dataset.train, dataset.test)
+            for s, m in zip(split.arrays["speakers"], split.arrays["step_mask"])]
+  assert speakers == max(len(c) for c in counts) == MAX_SPEAKERS
+  assert length == max(c.max() for c in counts) < LENGTH
 
 
 def test_turn_prior_comes_from_the_training_split():
