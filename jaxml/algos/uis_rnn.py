@@ -15,9 +15,8 @@ sub-sequences over the whole training set and samples 10 per iteration; here a b
 conversations is turned into all of its sub-sequences inside the jitted step
 (`speaker_subsequences`: static shapes [B, P, max_speakers, max_length], by a sort by
 (speaker, random turn rank, time) and a gather), the turn orders drawn from the step's key.
-The GRU
-runs over each as [0, x1, ..., x_{L-1}] and the running means of its outputs predict
-x1..xL. max_speakers and max_length, the most speakers of a conversation and the most
+The GRU runs over each as [0, x1, ..., x_{L-1}] and the running means of its outputs
+predict x1..xL. max_speakers and max_length, the most speakers of a conversation and the most
 segments of one speaker in one, are read from both splits at build time (`static_sizes`).
 
 The update is uisrnn's: Adam (optimizer.name "adam", constant rate 1e-3), the GRU and mean
