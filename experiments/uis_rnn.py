@@ -55,6 +55,8 @@ def get_config(arg=None):
   c.log_every = 100
   c.eval_every = c.checkpoint_every = 2000
   if opts.smoke:
+    c.data.update(dim=32, train_conversations=32, test_conversations=8, min_length=10,
+                  max_length=40)
     c.model.hidden = 32
     c.uis_rnn.num_permutations = 2
     c.optimizer.learning_rate = 1e-2
