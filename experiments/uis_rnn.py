@@ -8,8 +8,9 @@ Smoke test (seconds):
   python -m launch.main --config experiments/uis_rnn.py:smoke --workdir /tmp/jaxml/uis_rnn_smoke
 Variant options: seed=, smoke.
 
-Data: the `dvectors` source (conversations as embeddings [T, D], speakers [T], step_mask [T],
-num_speakers; jaxml/algos/uis_rnn.py). Decoding and DER come with the decoder.
+Data: the `dvectors` source (conversations as embeddings [T, D], speakers [T], step_mask [T];
+jaxml/algos/uis_rnn.py). Every evaluation decodes the test conversations with the jitted beam
+search and logs eval/accuracy (Hungarian-matched) and eval/der/mean, eval/der/weighted.
 """
 
 import ml_collections
@@ -35,6 +36,13 @@ def get_config(arg=None):
       # The turn prior: 0 estimates from the training labels; uisrnn estimates the change
       # probability and takes alpha as given (1.0).
       "transition_bias": 0.0, "crp_alpha": 1.0})
+  # The online decoder (jaxml/models/uis_rnn_decode.py), uisrnn's defaults: beam width,
+  # segments assigned per search step, the sequence decoded this many times over (the labels
+  # of the last copy are kept), at most this many speakers per conversation, and the
+  # training-consistent running mean ("uisrnn": its decoder's off-by-one mean, to compare).
+  c.decode = ml_collections.ConfigDict({
+      "beam_size": 10, "look_ahead": 1, "test_iteration": 2, "max_speakers": 8,
+      "mean_rule": "running"})
   # uisrnn: Adam at a constant 1e-3, no decay (regularisation is in the loss), 20k iterations
   # of 10 sub-sequences; a batch here is 8 conversations, i.e. 8 x speakers x permutations
   # sub-sequences (~160 for two-speaker calls).
@@ -47,6 +55,8 @@ def get_config(arg=None):
   c.log_every = 100
   c.eval_every = c.checkpoint_every = 2000
   if opts.smoke:
+    c.data.update(dim=32, train_conversations=32, test_conversations=8, min_length=10,
+                  max_length=40)
     c.model.hidden = 32
     c.uis_rnn.num_permutations = 2
     c.optimizer.learning_rate = 1e-2

@@ -2,9 +2,10 @@
 google/uis-rnn's `UISRNN.fit` trains it; the model and the turn prior are
 `jaxml/models/uis_rnn.py`, the loss `jaxml/losses/uis_rnn.py`.
 
-Data: one example is one conversation (`dvectors` source; `jaxml/data/base.py`'s sequence
-layout): `embeddings` [T, D] (zeros in padding), `speakers` [T] int32 (speakers numbered by
-first appearance, 0 in padding), `step_mask` [T] float32, `num_speakers` int32.
+Data: one example is one conversation, a "partition" task (`dvectors` source;
+`jaxml/data/base.py`): its input `embeddings` [T, D] (zeros in padding), its target `speakers`
+[T] int32 (speakers numbered by first appearance, 0 in padding) and its step mask `step_mask`
+[T] float32; the names are read from the task.
 
 Training data, as uisrnn builds it (`utils.resize_sequence`, `sample_permuted_segments`):
 every speaker of a conversation gives one sub-sequence, its own observations, and
@@ -31,8 +32,12 @@ by `final_metrics`.
 
 Evaluation sums, over the test split's real segments in time order, uisrnn's likelihood
 term (`eval/loss`: sum_d (mu_d - x_d)^2 / (2 sigma2_d) per segment) and the squared error
-(`eval/mse`, per segment and dimension). Decoding (beam search over speaker assignments, and
-DER) is not here: `predict` is left out until the decoder lands.
+(`eval/mse`, per segment and dimension). `predict` decodes every conversation online with the
+jitted beam search (`jaxml/models/uis_rnn_decode.py`, the `decode` block: beam width,
+look-ahead, the sequence-duplication trick's `test_iteration`, a speaker cap, the mean rule),
+vmapped over the batch; the runner scores those labels against the truth over the whole test
+split (`jaxml/training/evaluate.py` for every "partition" task: `eval/accuracy`, the
+Hungarian-matched sequence accuracy, and `eval/der/mean`, `eval/der/weighted`).
 """
 
 from __future__ import annotations
@@ -51,8 +56,8 @@ from jaxml.data.base import labels_of
 from jaxml.errors import ConfigError
 from jaxml.losses import uis_rnn as loss_lib
 from jaxml.models import uis_rnn as model_lib
+from jaxml.models import uis_rnn_decode
 
-FIELDS = {"embeddings": 2, "speakers": 1, "step_mask": 1, "num_speakers": 0}  # name: rank
 RULES = {**model_lib.RULES,
          "uis_rnn.num_permutations": checks.count(1),
          "uis_rnn.sigma_alpha": checks.non_negative,
@@ -60,7 +65,12 @@ RULES = {**model_lib.RULES,
          "uis_rnn.regularization_weight": checks.non_negative,
          "uis_rnn.grad_max_norm": checks.positive,
          "uis_rnn.transition_bias": checks.in_range(0, 1, open_high=True),
-         "uis_rnn.crp_alpha": checks.non_negative}
+         "uis_rnn.crp_alpha": checks.non_negative,
+         "decode.beam_size": checks.count(1),
+         "decode.look_ahead": checks.count(1),
+         "decode.test_iteration": checks.count(1),
+         "decode.max_speakers": checks.count(1),
+         "decode.mean_rule": checks.one_of(*uis_rnn_decode.MEAN_RULES)}
 
 
 def check_config(config) -> None:
@@ -70,14 +80,20 @@ def check_config(config) -> None:
 
 
 def check_data(dataset) -> None:
-  """ConfigError unless the examples are conversations in the layout of the module doc."""
-  fields = dataset.fields
-  wrong = [name for name, rank in FIELDS.items()
-           if name not in fields or len(fields[name].shape) != rank]
-  if wrong:
-    raise ConfigError(f"data {dataset.name!r} has fields {dict(fields)}; UIS-RNN needs "
-                      "conversations with embeddings [T, D], speakers [T], step_mask [T] and "
-                      f"num_speakers [] (e.g. data.source=dvectors); wrong or missing: {wrong}")
+  """ConfigError unless the examples are conversations: a "partition" task whose input is a
+  sequence of embeddings [T, D] and whose target is the speaker of each step [T]."""
+  task = dataset.task
+  if task.kind != "partition" or len(dataset.fields[task.inputs[0]].shape) != 2:
+    raise ConfigError(f"data {dataset.name!r} is a {task.kind!r} task with inputs "
+                      f"{list(task.inputs)}; UIS-RNN needs conversations: a 'partition' task "
+                      "whose first input is embeddings [T, D], with a speaker label and a step "
+                      "mask per segment (e.g. data.source=dvectors)")
+
+
+def field_names(dataset) -> tuple[str, str, str]:
+  """(embeddings, speakers, step_mask): the fields of the data's partition task."""
+  task = dataset.task
+  return task.inputs[0], task.target, task.step_mask
 
 
 def speaker_subsequences(embeddings: jax.Array, speakers: jax.Array, step_mask: jax.Array,
@@ -138,16 +154,18 @@ def static_sizes(dataset) -> tuple[int, int]:
   each)."""
   speakers, length = 1, 1
   for split in (dataset.train, dataset.test):
-    speakers = max(speakers, int(labels_of(split, "num_speakers").max(initial=1)))
-    for labels in label_sequences(split):
-      length = max(length, int(np.bincount(labels).max(initial=1)))
+    for labels in label_sequences(split, *field_names(dataset)[1:]):
+      counts = np.bincount(labels)  # slots are indexed by label: the largest label counts
+      speakers = max(speakers, len(counts))
+      length = max(length, int(counts.max(initial=1)))
   return speakers, length
 
 
-def label_sequences(split) -> list[np.ndarray]:
+def label_sequences(split, speakers: str = "speakers",
+                    step_mask: str = "step_mask") -> list[np.ndarray]:
   """Every conversation's speaker labels over its real segments (host)."""
-  speakers, step_mask = labels_of(split, "speakers"), labels_of(split, "step_mask")
-  return [s[m > 0] for s, m in zip(speakers, step_mask)]
+  labels, masks = labels_of(split, speakers), labels_of(split, step_mask)
+  return [s[m > 0] for s, m in zip(labels, masks)]
 
 
 def turn_prior(config, train_labels) -> dict[str, float]:
@@ -163,22 +181,23 @@ def build(config, dataset) -> Algorithm:
   check_config(config)
   check_data(dataset)
   settings = config.uis_rnn
-  observation_dim = dataset.fields["embeddings"].shape[-1]
+  embeddings, speakers, step_mask = field_names(dataset)
+  observation_dim = dataset.fields[embeddings].shape[-1]
   max_speakers, max_length = static_sizes(dataset)
-  prior = turn_prior(config, label_sequences(dataset.train))
+  prior = turn_prior(config, label_sequences(dataset.train, speakers, step_mask))
   num_permutations = int(settings.num_permutations)
   tx = make_optimizer(config.optimizer, config.num_steps)
 
   def conversations(batch, key=None):
     """Sub-sequences [N, T, D] and mask [N, T] of the batch's real conversations, with
     `num_permutations` random turn orders drawn from `key`, or time order without one."""
-    rows = batch.get("mask", jnp.ones(batch["step_mask"].shape[0], jnp.float32))
-    batch_size, length = batch["speakers"].shape
+    rows = batch.get("mask", jnp.ones(batch[step_mask].shape[0], jnp.float32))
+    batch_size, length = batch[speakers].shape
     # uisrnn keeps time order unless it draws more than one permutation.
     ranks = (None if key is None or num_permutations == 1 else
              random_turn_ranks(key, batch_size, num_permutations, length))
     subsequences, mask = speaker_subsequences(
-        batch["embeddings"], batch["speakers"], batch["step_mask"] * rows[:, None],
+        batch[embeddings], batch[speakers], batch[step_mask] * rows[:, None],
         max_speakers, ranks, max_length)
     return (subsequences.reshape(-1, max_length, observation_dim),
             mask.reshape(-1, max_length).astype(jnp.float32))
@@ -207,7 +226,7 @@ def build(config, dataset) -> Algorithm:
     means = model.speaker_means(targets, mask)
     errors = loss_lib.squared_errors(means, targets, mask)
     count = jnp.sum(mask)
-    rows = batch.get("mask", jnp.ones(batch["step_mask"].shape[0], jnp.float32))
+    rows = batch.get("mask", jnp.ones(batch[step_mask].shape[0], jnp.float32))
     return {"loss": jnp.sum(errors / (2.0 * model.sigma2[...])), "count/loss": count,
             "mse": jnp.mean(errors, axis=-1).sum(), "count/mse": count,
             "count": jnp.sum(rows)}
@@ -217,13 +236,27 @@ def build(config, dataset) -> Algorithm:
     state = TrainState.create(model, tx)
     return state.replace(extra={k: jnp.float32(v) for k, v in prior.items()})
 
+  decode = {key: config.decode[key] for key in ("beam_size", "look_ahead", "test_iteration",
+                                                "max_speakers", "mean_rule")}
+
+  def predict(state: TrainState, batch):
+    """Each conversation's speaker labels [B, T] from the online beam search (first-appearance
+    numbering, -1 on padded segments): what the runner scores with the diarization metrics."""
+    model = state.model()
+    step = lambda hidden, x: model.step(hidden, x)  # pylint: disable=unnecessary-lambda
+    decode_one = lambda sequence, mask: uis_rnn_decode.beam_search(
+        step, model.initial_hidden[...], model.sigma2[...], state.extra["transition_bias"],
+        state.extra["crp_alpha"], sequence, mask > 0, **decode)[0]
+    return jax.vmap(decode_one)(batch[embeddings], batch[step_mask])
+
   def final_metrics(state) -> dict[str, float]:
     return {"turn_prior/transition_bias": prior["transition_bias"],
             "turn_prior/crp_alpha": prior["crp_alpha"],
             "sigma2_mean": float(jnp.mean(state.params["sigma2"][...]))}
 
-  return Algorithm(init=init, train_step=train_step, eval_step=eval_step,
-                   final_metrics=final_metrics, headline=("eval/loss", "eval/mse"))
+  return Algorithm(init=init, train_step=train_step, eval_step=eval_step, predict=predict,
+                   target=speakers, final_metrics=final_metrics,
+                   headline=("eval/accuracy", "eval/der/mean", "eval/loss"))
 
 
 def clip_rnn_gradients(grads, max_norm: float):

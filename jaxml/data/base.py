@@ -12,8 +12,10 @@ from it instead of assuming literals:
   every array that `split.read` returns; `read` returns exactly these keys. The pipeline adds
   `mask` to batches, so no source may name a field `mask`.
 - `task`: what the examples are for. `Task.kind` is "classification" (integer scalar target),
-  "multilabel" (a [num_classes] 0/1 target), "regression" (a float target) or "none"
-  (sequences and offline-RL windows: no single target). `inputs` names the default model
+  "multilabel" (a [num_classes] 0/1 target), "regression" (a float target), "partition" (a
+  per-step integer label sequence whose label names mean nothing, scored up to relabelling:
+  who spoke when in speaker diarization; `Task.step_mask` names its sequence's step mask) or
+  "none" (sequences and offline-RL windows: no single target). `inputs` names the default model
   input(s); `groups` names group-attribute fields (e.g. sex, race) for fairness metrics;
   `timestamp` names a field giving each example's time, for time-ordered splits; `weight`
   names a float field of example weights, for a published distribution given as weighted
@@ -49,7 +51,7 @@ import numpy as np
 
 from jaxml.errors import ConfigError
 
-TASK_KINDS = ("classification", "multilabel", "regression", "none")
+TASK_KINDS = ("classification", "multilabel", "regression", "partition", "none")
 RESERVED_FIELDS = ("mask",)  # the pipeline adds these to batches
 
 
@@ -135,6 +137,9 @@ class Task:
   weight:      a float scalar field of example weights (a published distribution given as
                weighted rows), or None; training does not apply weights, so the runner
                refuses to train on a weighted data set.
+  step_mask:   for a "partition" task (and only there), the float32 [max_len] field marking
+               the real steps of the target sequence [max_len]; its labels are >= 0, numbered
+               in any way (only which steps share a label counts).
   """
 
   kind: str
@@ -144,6 +149,7 @@ class Task:
   groups: tuple[str, ...] = ()
   timestamp: str | None = None
   weight: str | None = None
+  step_mask: str | None = None
 
   def __post_init__(self):
     object.__setattr__(self, "inputs", _names(self.inputs))
@@ -156,13 +162,18 @@ class Task:
     if (self.target is None) != (self.kind == "none"):
       raise ConfigError(f"a {self.kind!r} task {'needs' if self.target is None else 'has no'} "
                         f"target field (got target={self.target!r})")
+    if (self.step_mask is None) != (self.kind != "partition"):
+      raise ConfigError(f"a {self.kind!r} task "
+                        f"{'needs' if self.kind == 'partition' else 'has no'} step_mask field "
+                        f"(got step_mask={self.step_mask!r})")
     labelled = self.kind in ("classification", "multilabel")
     if (self.num_classes < 1) if labelled else (self.num_classes != 0):
       raise ConfigError(f"a {self.kind!r} task cannot have num_classes={self.num_classes} "
                         "(classes or labels >= 1 when classifying, else 0)")
 
   def fields_used(self) -> tuple[str, ...]:
-    names = (*self.inputs, self.target, *self.groups, self.timestamp, self.weight)
+    names = (*self.inputs, self.target, *self.groups, self.timestamp, self.weight,
+             self.step_mask)
     return tuple(name for name in names if name is not None)
 
 
@@ -195,6 +206,14 @@ def check_task(fields: Mapping[str, Field], task: Task, name: str = "") -> None:
     raise ConfigError(f"{where}: multilabel target {task.target!r} names "
                       f"{len(target.categories)} labels but the task has "
                       f"num_classes={task.num_classes}")
+  elif task.kind == "partition" and (
+      len(target.shape) != 1 or not np.issubdtype(target.dtype, np.integer)
+      or fields[task.step_mask].shape != target.shape
+      or not np.issubdtype(fields[task.step_mask].dtype, np.floating)):
+    raise ConfigError(f"{where}: partition target {task.target!r} must be an integer "
+                      f"sequence [max_len] with a float step mask {task.step_mask!r} of the "
+                      f"same shape, got {target.shape} {target.dtype} and "
+                      f"{fields[task.step_mask].shape} {fields[task.step_mask].dtype}")
   elif task.kind == "regression" and not np.issubdtype(target.dtype, np.floating):
     raise ConfigError(f"{where}: regression target {task.target!r} must be float, got "
                       f"{target.dtype}")

@@ -13,7 +13,7 @@ What is checked, per split and field:
 - float fields hold only finite values (the message gives the first bad example's index);
 - a classification target lies in [0, num_classes), an integer multi-label target in {0, 1},
   and any other field with `categories` in [0, len(categories));
-- the task's example weights (`Task.weight`) are >= 0.
+- the task's example weights (`Task.weight`) are >= 0, and so are a partition's labels.
 
 How much is checked depends on where the examples live. An in-memory `ArraySplit` (digits,
 synthetic, adult, most plug-ins) is checked whole, vectorised and in bounded chunks (50k
@@ -50,7 +50,8 @@ def check_split(split: Split, fields: Mapping[str, Field], task: Task, where: st
   size = len(split)
   if size == 0:
     raise ConfigError(f"{where} split is empty")
-  non_negative = (task.weight,) if task.weight else ()
+  non_negative = tuple(name for name in (task.weight, task.kind == "partition" and task.target)
+                       if name)
   if isinstance(split, ArraySplit):
     _check_arrays(split.arrays, fields, _limits(fields, task), size, None, where, non_negative)
   else:
@@ -118,8 +119,8 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], fields: Mapping[str, Field],
     if name in non_negative:
       bad = _first_bad(value, lambda chunk: chunk < 0)
       if bad is not None:
-        raise ConfigError(f"{where} field {name!r} is {value[bad]} at example "
-                          f"{_example(bad, rows)}: example weights must be >= 0")
+        raise ConfigError(f"{where} field {name!r} holds {np.min(value[bad])} at example "
+                          f"{_example(bad, rows)}: its values must be >= 0")
 
 
 def _check_values(value: np.ndarray, name: str, limit: int | None, rows, where: str) -> None:

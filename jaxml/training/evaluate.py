@@ -8,6 +8,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from jaxml.data.pipeline import eval_batches
+from jaxml.evaluators import diarization
 from jaxml.evaluators import groups as groups_lib
 from jaxml.evaluators import linear_probe as probe_lib
 from jaxml.evaluators import ranking
@@ -33,7 +34,8 @@ def evaluate_test(steps, state, dataset, mesh, batch_size: int, *,
   accuracy only in the `final` one: single values, not curves)."""
   metrics = {**evaluate(steps, state, dataset.test, mesh, batch_size),
              **group_metrics(steps, state, dataset, mesh, batch_size, per_group=final),
-             **ranking_metrics(steps, state, dataset, mesh, batch_size, per_label=final)}
+             **ranking_metrics(steps, state, dataset, mesh, batch_size, per_label=final),
+             **partition_metrics(steps, state, dataset, mesh, batch_size)}
   return {f"eval/{k}": v for k, v in metrics.items()}
 
 
@@ -121,6 +123,29 @@ def ranking_metrics(steps, state, dataset, mesh, batch_size: int, *,
         row.update({f"label/{entry['name']}/{metric}": entry[metric]
                     for metric in ("auroc", "auprc")})
     rows.append(row)
+  return replicas.mean_and_each(rows) if count else rows[0]
+
+
+def partition_metrics(steps, state, dataset, mesh, batch_size: int) -> dict[str, float]:
+  """A partition task's predicted label sequences scored against the truth over the test
+  split, from one gathered pass (`jaxml/evaluators/diarization.py`): `accuracy` (each
+  sequence's Hungarian-matched accuracy, averaged over sequences), `der/mean` (the diarization
+  error rate, averaged over sequences) and `der/weighted` (total error over total speech, as
+  pyannote aggregates), each step one unit of time. Replicas: their mean, and each one's
+  under `replica<r>/`. Empty unless the task is a partition and the algorithm has a
+  `predict` with a `target`."""
+  target, task = steps.algorithm.target, dataset.task
+  if task.kind != "partition" or steps.predict is None or target is None:
+    return {}
+  got = _gather(dataset.test, mesh, batch_size,
+                lambda b: {"labels": steps.predict(state, b), "target": b[target],
+                           "steps": b[task.step_mask]})
+  count = steps.algorithm.replicas
+  rows = []
+  for labels in ([got["labels"][:, r] for r in range(count)] if count else [got["labels"]]):
+    scores = diarization.batch_metrics(labels, got["target"], mask=got["steps"] > 0)
+    rows.append({"accuracy": scores["accuracy/mean"], "der/mean": scores["der/mean"],
+                 "der/weighted": scores["der/weighted"]})
   return replicas.mean_and_each(rows) if count else rows[0]
 
 

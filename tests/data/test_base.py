@@ -30,6 +30,9 @@ def test_field_and_task_normalise_their_arguments():
     (("none", "x", "y", 0), "has no target"),
     (("classification", "x", "y", 0), "num_classes=0"),
     (("regression", "x", "t", 3), "num_classes=3"),
+    (("partition", "x", "y", 0), "'partition' task needs step_mask"),
+    (("classification", "x", "y", 2, (), None, None, "m"), "'classification' task has no "
+     "step_mask"),
 ])
 def test_bad_tasks_are_config_errors(args, message):
   with pytest.raises(ConfigError, match=message):
@@ -49,6 +52,10 @@ def test_bad_tasks_are_config_errors(args, message):
     ({**FIELDS}, Task("classification", "x", "y", 2, timestamp="x"), "scalar field"),
     ({**FIELDS, "mask": Field((), "float32")}, Task("classification", "x", "y", 2), "reserved"),
     ({**FIELDS, "z": (3,)}, Task("classification", "x", "y", 2), "not jaxml.data.Field"),
+    ({**FIELDS}, Task("partition", "x", "y", 0, step_mask="t"),
+     r"partition target 'y' must be an integer sequence \[max_len\]"),
+    ({**FIELDS, "s": Field((3,), "int32")}, Task("partition", "x", "s", 0, step_mask="g"),
+     r"with a float step mask 'g' of the same shape, got \(3,\) int32 and \(\) int32"),
 ])
 def test_tasks_that_do_not_fit_the_fields_are_config_errors(fields, task, message):
   with pytest.raises(ConfigError, match=message):
@@ -104,6 +111,22 @@ def test_a_plugin_that_reads_other_than_it_describes_is_refused():
   with pytest.raises(ConfigError, match=r"misdescribed.*: train field 'image' is float64, "
                                         "declared float32"):
     load_dataset(ml_collections.ConfigDict({"source": source}))
+
+
+def test_a_partition_is_a_label_sequence_with_a_step_mask():
+  from jaxml.data.check import check_dataset  # pylint: disable=import-outside-toplevel
+  fields = {"x": Field((3, 2), "float32"), "s": Field((3,), "int32"),
+            "m": Field((3,), "float32")}
+  task = Task("partition", "x", "s", 0, step_mask="m")
+  assert task.fields_used() == ("x", "s", "m")
+  x = np.zeros((2, 3, 2), np.float32)
+  mask = np.array([[1, 1, 0], [1, 1, 1]], np.float32)
+  good = ArraySplit({"x": x, "s": np.array([[0, 7, 0], [2, 2, 1]], np.int32), "m": mask})
+  check_dataset(Dataset(good, good, fields, task), "toy")  # any names >= 0
+  bad = ArraySplit({"x": x, "s": np.array([[0, 1, 0], [0, -1, 1]], np.int32), "m": mask})
+  with pytest.raises(ConfigError, match=r"field 's' holds -1 at example 1: its values must be "
+                     ">= 0"):
+    check_dataset(Dataset(good, bad, fields, task), "toy")
 
 
 def test_an_integer_multilabel_target_must_hold_zeros_and_ones():

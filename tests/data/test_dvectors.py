@@ -49,8 +49,8 @@ def test_loads_in_the_sequence_layout_and_passes_the_data_check():
       "embeddings": ((30, 16), "float32"), "speakers": ((30,), "int32"),
       "step_mask": ((30,), "float32"), "num_speakers": ((), "int32")}
   task = dataset.task
-  assert (task.kind, task.inputs, task.target, task.num_classes) == (
-      "none", ("embeddings",), None, 0)
+  assert (task.kind, task.inputs, task.target, task.num_classes, task.step_mask) == (
+      "partition", ("embeddings",), "speakers", 0, "step_mask")
   assert (len(dataset.train), len(dataset.test)) == (40, 12)
   for split in (dataset.train, dataset.test):
     check_examples(split, dataset.fields, np.arange(len(split)))

@@ -136,6 +136,6 @@ def test_negative_example_weights_are_refused_on_load():
   split = ArraySplit({"x": np.zeros(3, np.float32), "y": np.array([0, 1, 0], np.int32),
                       "w": np.array([1.0, -0.5, 2.0], np.float32)})
   dataset_ = Dataset(split, split, fields, Task("classification", "x", "y", 2, weight="w"))
-  with pytest.raises(ConfigError, match=r"field 'w' is -0.5 at example 1: example weights "
+  with pytest.raises(ConfigError, match=r"field 'w' holds -0.5 at example 1: its values "
                      r"must be >= 0"):
     check_dataset(dataset_, "mine")

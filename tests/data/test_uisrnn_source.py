@@ -66,7 +66,8 @@ def test_reads_utterances_into_the_dvector_layout(files):
   assert {k: (f.shape, f.dtype) for k, f in dataset.fields.items()} == {
       "embeddings": ((7, DIM), "float32"), "speakers": ((7,), "int32"),
       "step_mask": ((7,), "float32"), "num_speakers": ((), "int32")}
-  assert (dataset.task.kind, dataset.task.inputs) == ("none", ("embeddings",))
+  assert (dataset.task.kind, dataset.task.inputs, dataset.task.target) == (
+      "partition", ("embeddings",), "speakers")
   train, test = dataset.train.arrays, dataset.test.arrays
   check_examples(dataset.train, dataset.fields, np.arange(3))
   np.testing.assert_array_equal(train["speakers"], [[0, 0, 1, 0, 2, 0, 0], [0, 1, 1, 0, 0, 0, 0],

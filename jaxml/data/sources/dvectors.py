@@ -48,7 +48,8 @@ Examples, one conversation each, padded to `max_length` segments (the sequence l
 jaxml/data/base.py): `embeddings` float32 [max_length, dim] (zeros in padding); `speakers`
 int32 [max_length], each segment's speaker numbered by first appearance in the conversation (0
 is the first to talk; 0 in padding); `step_mask` float32 [max_length] (1 for real segments);
-`num_speakers` int32 (distinct speakers who spoke). Task: kind "none", input `embeddings`.
+`num_speakers` int32 (distinct speakers who spoke). Task: kind "partition" (target `speakers`,
+step mask `step_mask`), input `embeddings`.
 jaxml/data/sources/uisrnn.py reads the uis-rnn .npz files into the same layout (`dataset`).
 
 Config (all optional): `seed` (0), `dim` (256, the paper's d-vector size), `noise` (1.0),
@@ -228,7 +229,7 @@ def dataset(train: dict, test: dict, max_length: int, dim: int, name: str) -> Da
             "speakers": Field((max_length,), "int32"),
             "step_mask": Field((max_length,), "float32"),
             "num_speakers": Field((), "int32")}
-  task = Task("none", ("embeddings",), None, 0)
+  task = Task("partition", ("embeddings",), "speakers", 0, step_mask="step_mask")
   return Dataset(ArraySplit({k: train[k] for k in FIELDS}),
                  ArraySplit({k: test[k] for k in FIELDS}), fields, task, name=name)
 

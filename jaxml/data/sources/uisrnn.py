@@ -22,7 +22,8 @@ are opened with allow_pickle (as uis-rnn's demo does): read only files you trust
 Each utterance is one example in the layout of jaxml/data/sources/dvectors.py: `embeddings`
 float32 [max_length, D], `speakers` int32 [max_length] numbered by first appearance within
 the utterance, `step_mask` float32 [max_length], `num_speakers` int32; max_length is the
-longest utterance of either split. Task: kind "none", input `embeddings`.
+longest utterance of either split. Task: kind "partition" (target `speakers`, step mask
+`step_mask`), input `embeddings`.
 
 Bad input is one ConfigError naming the file and the problem: a file that cannot be read,
 missing arrays, sequences that are not [L, D] finite numbers, sequence and label lengths that
