@@ -9,7 +9,8 @@ speakers and conversations), and every method labels the same test conversations
 
   uis_rnn        `config.run` (a run of experiments/uis_rnn.py) at that noise and seed, trained
                  once (`runs.run_once`) in <workdir>/runs/n<noise>_s<seed>, then decoded
-                 (`decode_run`: its beam search with the run's `decode` settings)
+                 by its `predict` (`decode_run`: the jitted beam search with the run's
+                 `decode` settings; its means equal the run's own eval/accuracy, eval/der/*)
   uisrnn         google/uis-rnn (pip `uisrnn`) trained on the same training conversations with
                  the run's settings mapped onto its own (`uisrnn_settings`), decoded with the
                  same beam settings, each conversation within `uisrnn_timeout_s` (one that
@@ -40,7 +41,6 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxml import trained
@@ -49,7 +49,6 @@ from jaxml.data.sources import dvectors
 from jaxml.errors import ConfigError
 from jaxml.evaluators import diarization as metrics
 from jaxml.models import uis_rnn as uis_model
-from jaxml.models import uis_rnn_decode
 from jaxml.studies import diarization_peers as peers
 from jaxml.studies import diarization_report, results, runs
 from jaxml.studies.base import Study, check_choices, check_seeds
@@ -211,34 +210,12 @@ def label(config, workdir: str, method: str, noise: float, seed: int, test: dict
 
 
 def decode_run(run_dir: str) -> tuple[np.ndarray, np.ndarray]:
-  """(labels [N, T], -1 on padding; speakers [N, T]) of the trained run's test conversations:
-  its algorithm's `predict` where it has one, else the jitted beam search
-  (`uis_rnn_decode.beam_search`) on its state with the run's `decode` settings; the same
-  search either way."""
+  """(labels [N, T], -1 on padding; speakers [N, T]) of the trained run's test conversations,
+  decoded by its algorithm's `predict` (the jitted beam search with the run's `decode`
+  settings; the runner's final evaluation scored the same labels)."""
   run = trained.load(run_dir)
-  if run.steps.predict is not None:
-    labels, speakers = run.predict(run.dataset.test)
-    return np.asarray(labels), np.asarray(speakers)
-  test = run.dataset.test.read(np.arange(len(run.dataset.test)))
-  options = tuple((k, int(run.config.decode[k])) for k in DECODE_KEYS)
-  # On one device: the run's state is replicated over its mesh, which would decode on each.
-  state = jax.device_get(run.state)
-  labels = _beam_search(state, jnp.asarray(test["embeddings"]), jnp.asarray(test["step_mask"]),
-                        options)
-  return np.asarray(labels), np.asarray(test["speakers"])
-
-
-@functools.partial(jax.jit, static_argnames=("options",))
-def _beam_search(state, embeddings, step_mask, options):
-  model = state.model()
-  step = lambda hidden, x: model.step(hidden, x)
-
-  def one(sequence, mask):
-    return uis_rnn_decode.beam_search(
-        step, model.initial_hidden[...], model.sigma2[...], state.extra["transition_bias"],
-        state.extra["crp_alpha"], sequence, mask > 0, **dict(options))[0]
-
-  return jax.vmap(one)(embeddings, step_mask)
+  labels, speakers = run.predict(run.dataset.test)
+  return np.asarray(labels), np.asarray(speakers)
 
 
 def uisrnn_settings(config, seed: int, *, mean_speakers: float) -> dict:
