@@ -14,7 +14,8 @@ speakers and conversations), and every method labels the same test conversations
   uisrnn         google/uis-rnn (pip `uisrnn`) trained on the same training conversations with
                  the run's settings mapped onto its own (`uisrnn_settings`), decoded with the
                  same beam settings, each conversation within `uisrnn_timeout_s` (one that
-                 takes longer is a timeout: reported, and left out of the means)
+                 takes longer is a timeout: reported, and left out of the means), on
+                 `torch_threads` intra-op threads
   spectral       ICASSP 2018 spectral clustering, the speaker count estimated (no training)
   kmeans_oracle  k-means told the true speaker count, seeded by the row's seed (no training)
 
@@ -33,6 +34,7 @@ accuracy_vs_noise.png and der_vs_speakers.png.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import logging
@@ -116,6 +118,9 @@ def validate(config) -> None:
   timeout = config.uisrnn_timeout_s
   if not _is_number(timeout) or not timeout > 0:
     raise ConfigError(f"uisrnn_timeout_s={timeout} must be a number of seconds > 0")
+  threads = config.torch_threads
+  if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+    raise ConfigError(f"torch_threads={threads} must be an integer >= 1")
   if "uisrnn" in config.methods:
     for key, value, why in UISRNN_FIXED:
       if _get(run, key) != value:
@@ -191,12 +196,14 @@ def label(config, workdir: str, method: str, noise: float, seed: int, test: dict
     train = test_data(config, noise, seed, "train")
     train_masks = train["step_mask"] > 0
     settings = uisrnn_settings(config, seed, mean_speakers=float(np.mean(train["num_speakers"])))
-    model = peers.uisrnn_fit([x[m] for x, m in zip(train["embeddings"], train_masks)],
-                             [s[m] for s, m in zip(train["speakers"], train_masks)], settings)
-    seconds["train_seconds"] = time.perf_counter() - start
-    seconds["uisrnn_settings"] = settings
-    start = time.perf_counter()
-    found = peers.uisrnn_predict(model, sequences, settings, float(config.uisrnn_timeout_s))
+    with torch_threads(int(config.torch_threads)):
+      model = peers.uisrnn_fit([x[m] for x, m in zip(train["embeddings"], train_masks)],
+                               [s[m] for s, m in zip(train["speakers"], train_masks)], settings)
+      seconds["train_seconds"] = time.perf_counter() - start
+      seconds["uisrnn_settings"] = settings
+      start = time.perf_counter()
+      # The decoding process takes this process's torch threads.
+      found = peers.uisrnn_predict(model, sequences, settings, float(config.uisrnn_timeout_s))
     for i, got in enumerate(found):
       decoded[i] = got is not None
       if got is not None:
@@ -207,6 +214,18 @@ def label(config, workdir: str, method: str, noise: float, seed: int, test: dict
                              peers.kmeans_oracle(x, int(test["num_speakers"][i]), seed))
   seconds["decode_seconds"] = time.perf_counter() - start
   return labels, decoded, seconds
+
+
+@contextlib.contextmanager
+def torch_threads(count: int):
+  """torch's intra-op threads set to `count` inside, the caller's put back after."""
+  import torch  # pylint: disable=import-outside-toplevel  # the bench extra, for uisrnn only
+  before = torch.get_num_threads()
+  torch.set_num_threads(count)
+  try:
+    yield
+  finally:
+    torch.set_num_threads(before)
 
 
 def decode_run(run_dir: str) -> tuple[np.ndarray, np.ndarray]:

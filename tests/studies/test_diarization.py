@@ -187,6 +187,7 @@ def test_missing_uisrnn_is_skipped_with_a_note(tmp_path, monkeypatch):
     ("default_noise", 2.0, r"default_noise=2.0 must be one of noises=\[1.0\]"),
     ("seeds", (-1,), r"seeds=\[-1\] must be integers >= 0"),
     ("methods", ("hmm",), r"methods=\['hmm'\]: choose distinct methods"),
+    ("torch_threads", 0, "torch_threads=0 must be an integer >= 1"),
     ("uisrnn_timeout_s", 0.0, "uisrnn_timeout_s=0.0 must be a number of seconds > 0"),
     ("run.decode.beam_size", 0, "run.decode must hold beam_size"),
     ("run.decode.max_speakers", 4, "run.decode.max_speakers=4 is below run.data.max_speakers=6"),
