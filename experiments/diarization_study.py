@@ -58,14 +58,17 @@ def _run(smoke: bool) -> ml_collections.ConfigDict:
   # Decoding: experiments/uis_rnn.py's `decode` block, uisrnn's defaults (beam 10, look-ahead
   # 1, two test iterations), which uisrnn decodes with too. Smoke: its 32-d data, 8 test calls.
   if not smoke:
-    # Sized for about an hour for the whole study on 2 CPU cores (a run ~1.5 min, uisrnn
-    # ~2 min with its decoding). 64-dim d-vectors with a GRU of 128, the paper's ratio (256
-    # and 512): the GRU has to carry a speaker's embedding in its state, and with 256 dims and
-    # 128 units it could not (measured: 49% accuracy at noise 1.5 after 300 steps, its
-    # predictions no better than the zero vector), while 256 x 512 is ~8x the work per step.
-    # Fewer, shorter conversations, 400 steps at Adam 1e-2 and 2 permutations instead of
-    # uisrnn's 20k iterations at 1e-3 and 10 (uisrnn trains with these same settings here).
-    c.data.update(dim=64, train_conversations=200, test_conversations=40, min_length=40,
+    # Sized for about an hour for the whole study on 2 CPU cores (measured on 2 cores shared
+    # with another job, per noise x seed: the run 1.5-3.5 min with its final decoding,
+    # uisrnn's training 40 s and its decoding ~6 s a conversation, spectral and k-means
+    # ~0.2 s a conversation; uisrnn's decoding is why there are 30 test conversations).
+    # 64-dim d-vectors with a GRU of 128, the paper's ratio (256 and 512): the GRU has to
+    # carry a speaker's embedding in its state, and with 256 dims and 128 units it could not
+    # (measured: 49% accuracy at noise 1.5 after 300 steps, its predictions no better than
+    # the zero vector), while 256 x 512 is ~8x the work per step. Fewer, shorter
+    # conversations, 400 steps at Adam 1e-2 and 2 permutations instead of uisrnn's 20k
+    # iterations at 1e-3 and 10 (uisrnn trains with these same settings here).
+    c.data.update(dim=64, train_conversations=200, test_conversations=30, min_length=40,
                   max_length=100)
     c.model.hidden = 128
     c.uis_rnn.num_permutations = 2
