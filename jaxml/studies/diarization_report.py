@@ -229,10 +229,14 @@ def _caveats(config, rows) -> list[str]:
           "about an hour on a CPU.\n",
           "- uisrnn gets the same settings (jaxml/studies/diarization.py `uisrnn_settings`): "
           "iterations = steps, its batch of sub-sequences = conversations per step x "
-          f"permutations x mean speakers per conversation.{uisrnn}\n",
+          f"permutations x mean speakers per conversation.{uisrnn} What still differs: "
+          "uisrnn samples sub-sequences from the pooled training set (here: whole "
+          "conversations per step), and its decoder predicts with the mean of a speaker's "
+          "outputs off by one from what it trains (jaxml/models/uis_rnn_decode.py), while "
+          f"jaxml decodes with mean_rule {run.decode.get('mean_rule', 'running')!r}.\n",
           "- The data favour a supervised turn model: speakers take turns by a Markov chain "
           "(UIS-RNN's prior has the same form and is fitted to it), and random speaker "
-          "directions in high dimension are nearly orthogonal (easier to tell apart than "
-          "real d-vectors).\n",
+          f"directions in {run.data.get('dim', 256)} dimensions are nearly orthogonal (cosine sd "
+          "1 / sqrt(dim)), easier to tell apart than real d-vectors.\n",
           "- k-means is told the true speaker count (an oracle the others lack); spectral "
           "clustering estimates it (eigen-gap, 2-7 clusters).\n"]
