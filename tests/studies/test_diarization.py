@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import diarization_study as study_config
+from experiments import diarization_study as diarization_study_config
 from jaxml.errors import ConfigError
 from jaxml.evaluators import diarization as metrics
 from jaxml.studies import diarization as study
@@ -29,7 +29,7 @@ def smoke(tmp_path_factory):
   """One smoke run of the study (noise 1.0, one seed, a tiny UIS-RNN run, spectral and
   k-means) through the launcher: also this config's launcher smoke test (tests/test_launcher.py
   leaves it to this one)."""
-  config = study_config.get_config("smoke")
+  config = diarization_study_config.get_config("smoke")
   workdir = tmp_path_factory.mktemp("diarization_study")
   proc = run_launcher(EXPERIMENT + ":smoke", workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -134,7 +134,7 @@ def test_rerun_trains_nothing(smoke):
 
 
 def test_uisrnn_gets_the_runs_settings():
-  config = study_config.get_config()
+  config = diarization_study_config.get_config()
   settings = study.uisrnn_settings(config, 2, mean_speakers=3.5)
   run = config.run
   assert settings["rnn_hidden_size"] == run.model.hidden == 128
@@ -150,7 +150,7 @@ def test_uisrnn_rows_and_timeouts(tmp_path):
   """uisrnn trained and decoded on the smoke data (the study's own path, no launcher); with a
   timeout too short for any conversation, every one is counted as a timeout."""
   pytest.importorskip("uisrnn")
-  config = study_config.get_config("smoke")
+  config = diarization_study_config.get_config("smoke")
   config.methods = ("uisrnn",)
   config.run.data.test_conversations = 2
   study.build(config)
@@ -171,7 +171,7 @@ def test_uisrnn_rows_and_timeouts(tmp_path):
 
 def test_missing_uisrnn_is_skipped_with_a_note(tmp_path, monkeypatch):
   monkeypatch.setattr(study, "uisrnn_installed", lambda: False)
-  config = study_config.get_config("smoke")
+  config = diarization_study_config.get_config("smoke")
   config.methods = ("uisrnn", "kmeans_oracle")
   config.run.data.test_conversations = 2
   summary = study.build(config).run(str(tmp_path))
@@ -196,7 +196,7 @@ def test_missing_uisrnn_is_skipped_with_a_note(tmp_path, monkeypatch):
 ])
 def test_bad_config_is_one_clear_error(key, value, message, never_trains):
   del never_trains
-  config = study_config.get_config("smoke")
+  config = diarization_study_config.get_config("smoke")
   block, _, leaf = key.rpartition(".")
   target = config
   for part in filter(None, block.split(".")):
@@ -211,7 +211,7 @@ def test_bad_config_is_one_clear_error(key, value, message, never_trains):
     ("model.sigma2_init", 0.5), ("uis_rnn.grad_max_norm", 1.0)])
 def test_settings_uisrnn_cannot_share_are_refused(key, value, never_trains):
   del never_trains
-  config = study_config.get_config("smoke")
+  config = diarization_study_config.get_config("smoke")
   config.methods = ("uis_rnn", "uisrnn")
   block, _, leaf = key.rpartition(".")
   config.run[block][leaf] = value

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import diarization_study as study_config
+from experiments import diarization_study as diarization_study_config
 from jaxml.studies import diarization_report as report
 
 
@@ -62,7 +62,7 @@ def test_claim_verdicts():
 
 
 def test_report_files_and_summary(tmp_path):
-  config = study_config.get_config("smoke")
+  config = diarization_study_config.get_config("smoke")
   config.noises = (1.0, 2.0)
   config.seeds = (0, 1)
   config.methods = ("uis_rnn", "uisrnn", "spectral")
