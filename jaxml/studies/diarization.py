@@ -139,7 +139,7 @@ def run_config(config, noise: float, seed: int):
                          {"data.noise": float(noise), "data.seed": int(seed)})
 
 
-def test_data(config, noise: float, seed: int, split: str = "test") -> dict[str, np.ndarray]:
+def conversations(config, noise: float, seed: int, split: str = "test") -> dict[str, np.ndarray]:
   """`split` of the run's data at `noise` and `seed`: the very conversations the run sees."""
   return dvectors.simulate(dvectors.settings(run_config(config, noise, seed).data), split)
 
@@ -157,15 +157,15 @@ def fit(config, workdir: str) -> dict:
   rows = []
   for noise in config.noises:
     for seed in config.seeds:
-      test = functools.cache(lambda noise=noise, seed=seed: test_data(config, noise, seed))
+      test = functools.cache(lambda noise=noise, seed=seed: conversations(config, noise, seed))
       for method in methods:
         def compute(method=method, noise=noise, seed=seed, test=test):
-          labels, decoded, seconds = label(config, workdir, method, noise, seed, test())
+          labels, decoded, extra = label(config, workdir, method, noise, seed, test())
           if is_chief:
             path = predictions_path(workdir, method, noise, seed)
             files.makedirs(os.path.dirname(path))
             files.write_npz(path, {"labels": labels, "decoded": decoded})
-          return {**score(labels, decoded, test()), **seconds}
+          return {**score(labels, decoded, test()), **extra}
 
         rows.append({"method": method, "noise": float(noise), "seed": seed,
                      **log.cached((method, float(noise), seed), compute)})
@@ -177,30 +177,31 @@ def predictions_path(workdir: str, method: str, noise: float, seed: int) -> str:
 
 
 def label(config, workdir: str, method: str, noise: float, seed: int, test: dict):
-  """(labels [N, T] int32, -1 on padding; decoded [N] bool; {seconds}) of `method` on the test
+  """(labels [N, T] int32, -1 on padding; decoded [N] bool; the row's other fields: seconds of
+  training and decoding, the run's workdir or uisrnn's settings) of `method` on the test
   conversations."""
   masks = test["step_mask"] > 0
   labels = np.full(test["speakers"].shape, -1, np.int32)
   decoded = np.ones(len(labels), bool)
   sequences = [x[m].astype(np.float64) for x, m in zip(test["embeddings"], masks)]
   start = time.perf_counter()
-  seconds = {"train_seconds": 0.0}
+  extra = {"train_seconds": 0.0}
   if method == "uis_rnn":
     out = os.path.join(workdir, "runs", f"n{float(noise):g}_s{seed}")
     runs.run_once(run_config(config, noise, seed), out)
-    seconds["train_seconds"] = time.perf_counter() - start
+    extra["train_seconds"] = time.perf_counter() - start
     start = time.perf_counter()
     labels = decode_run(out)[0].astype(np.int32)
-    seconds["workdir"] = os.path.relpath(out, workdir)
+    extra["workdir"] = os.path.relpath(out, workdir)
   elif method == "uisrnn":
-    train = test_data(config, noise, seed, "train")
+    train = conversations(config, noise, seed, "train")
     train_masks = train["step_mask"] > 0
     settings = uisrnn_settings(config, seed, mean_speakers=float(np.mean(train["num_speakers"])))
     with torch_threads(int(config.torch_threads)):
       model = peers.uisrnn_fit([x[m] for x, m in zip(train["embeddings"], train_masks)],
                                [s[m] for s, m in zip(train["speakers"], train_masks)], settings)
-      seconds["train_seconds"] = time.perf_counter() - start
-      seconds["uisrnn_settings"] = settings
+      extra["train_seconds"] = time.perf_counter() - start
+      extra["uisrnn_settings"] = settings
       start = time.perf_counter()
       # The decoding process takes this process's torch threads.
       found = peers.uisrnn_predict(model, sequences, settings, float(config.uisrnn_timeout_s))
@@ -212,8 +213,8 @@ def label(config, workdir: str, method: str, noise: float, seed: int, test: dict
     for i, x in enumerate(sequences):
       labels[i, masks[i]] = (peers.spectral(x) if method == "spectral" else
                              peers.kmeans_oracle(x, int(test["num_speakers"][i]), seed))
-  seconds["decode_seconds"] = time.perf_counter() - start
-  return labels, decoded, seconds
+  extra["decode_seconds"] = time.perf_counter() - start
+  return labels, decoded, extra
 
 
 @contextlib.contextmanager
@@ -252,7 +253,7 @@ def uisrnn_settings(config, seed: int, *, mean_speakers: float) -> dict:
   u, decode = run.uis_rnn, run.decode
   crp_alpha = float(u.crp_alpha)
   if crp_alpha == 0:
-    train = test_data(config, config.noises[0], seed, "train")
+    train = conversations(config, config.noises[0], seed, "train")
     crp_alpha = float(uis_model.estimate_crp_alpha(
         [s[m > 0] for s, m in zip(train["speakers"], train["step_mask"])]))
   return {"rnn_hidden_size": int(run.model.hidden), "rnn_depth": 1, "rnn_dropout": 0.0,

@@ -75,7 +75,7 @@ def test_uis_rnn_rows_are_the_runs_decodings(smoke):
   run_config = read_json(os.path.join(run, "config.json"))
   assert (run_config["seed"], run_config["data"]["seed"]) == (seed, seed)
   assert run_config["data"]["noise"] == noise
-  test = study.test_data(config, noise, seed)
+  test = study.conversations(config, noise, seed)
   labels, decoded = _saved(workdir, "uis_rnn", noise, seed)
   assert decoded.all()
   _assert_row_scores(row, labels, decoded, test)
@@ -96,7 +96,7 @@ def test_uis_rnn_rows_are_the_runs_decodings(smoke):
 def test_peer_rows_score_the_same_conversations(smoke):
   config, workdir, _, rows = smoke
   (noise,), (seed,) = config.noises, config.seeds
-  test = study.test_data(config, noise, seed)
+  test = study.conversations(config, noise, seed)
   masks = test["step_mask"] > 0
   for method in ("spectral", "kmeans_oracle"):
     labels, decoded = _saved(workdir, method, noise, seed)
@@ -157,7 +157,7 @@ def test_uisrnn_rows_and_timeouts(tmp_path):
   fit = lambda: study.fit(config, str(tmp_path))
   fit()
   (row,) = results.read_records(os.path.join(tmp_path, results.RESULTS))
-  test = study.test_data(config, 1.0, 0)
+  test = study.conversations(config, 1.0, 0)
   labels, decoded = _saved(tmp_path, "uisrnn", 1.0, 0)
   _assert_row_scores(row, labels, decoded, test)
   assert row["uisrnn_settings"]["train_iteration"] == config.run.num_steps
