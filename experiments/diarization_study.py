@@ -4,7 +4,8 @@ settings), spectral clustering and oracle-count k-means, over seeds
 (jaxml/studies/diarization.py).
 
 Default (CPU, about an hour on 2 cores: 5 noise levels x 3 seeds, one UIS-RNN run and one
-uisrnn training each; the sizes below are why):
+uisrnn training each; measured ~4.2 min per noise level and seed, 2 of the 15 here, most of
+it uisrnn's decoding; the sizes below are why):
   pip install -e '.[bench]'   # uisrnn and spectralcluster (without uisrnn its rows are skipped)
   python -m launch.main --config experiments/diarization_study.py --workdir runs/diarization
   -> runs/diarization/artifacts/diarization.md, accuracy_vs_noise.png, der_vs_speakers.png
@@ -27,11 +28,13 @@ from jaxml.core.config_args import parse_arg
 def get_config(arg=None):
   opts = parse_arg(arg, smoke=False, seed=0)
   c = base.study_config("diarization", seed=opts.seed)
-  # Where the methods separate (measured at these sizes, seed 0, 40 test conversations,
-  # accuracy of UIS-RNN / spectral / oracle k-means): 1.0 99.5 / 94.7 / 96.4, 1.5 97.0 /
-  # 92.9 / 91.6, 2.0 87.6 / 89.5 / 85.3, 2.5 75.4 / 84.0 / 72.3; 0.5 is the easy end.
-  # Segment-to-speaker cosine about 1 / sqrt(1 + noise^2): 0.89, 0.71, 0.55, 0.45, 0.37; 1.0
-  # sits in real d-vectors' range and is the speaker-count breakdown's level.
+  # Where the methods separate. Measured at these sizes, seed 0, accuracy (%) of UIS-RNN /
+  # spectral / oracle k-means (40 test conversations): 1.0 99.5 / 94.7 / 96.4, 1.5 97.0 /
+  # 92.9 / 91.6, 2.0 87.6 / 89.5 / 85.3, 2.5 75.4 / 84.0 / 72.3; and this config itself (30
+  # test conversations) at 0.5: 99.8 / 92.9 / 100 (uisrnn 99.96), 1.0: 99.6 / 94.2 / 95.2
+  # (uisrnn 93.0). Spectral's errors at low noise are its speaker-count estimates. Segment-to-
+  # speaker cosine about 1 / sqrt(1 + noise^2): 0.89, 0.71, 0.55, 0.45, 0.37; 1.0 sits in
+  # real d-vectors' range and is the speaker-count breakdown's level.
   c.noises = (0.5, 1.0, 1.5, 2.0, 2.5)
   c.default_noise = 1.0
   c.seeds = (0, 1, 2)
@@ -59,9 +62,9 @@ def _run(smoke: bool) -> ml_collections.ConfigDict:
   # 1, two test iterations), which uisrnn decodes with too. Smoke: its 32-d data, 8 test calls.
   if not smoke:
     # Sized for about an hour for the whole study on 2 CPU cores (measured on 2 cores shared
-    # with another job, per noise x seed: the run 1.5-3.5 min with its final decoding,
-    # uisrnn's training 40 s and its decoding ~6 s a conversation, spectral and k-means
-    # ~0.2 s a conversation; uisrnn's decoding is why there are 30 test conversations).
+    # with another job, per noise x seed: the run 50-75 s with its final decoding, uisrnn's
+    # training 25-40 s and its decoding ~4 s a conversation, spectral and k-means under
+    # 0.2 s a conversation; uisrnn's decoding is why there are 30 test conversations).
     # 64-dim d-vectors with a GRU of 128, the paper's ratio (256 and 512): the GRU has to
     # carry a speaker's embedding in its state, and with 256 dims and 128 units it could not
     # (measured: 49% accuracy at noise 1.5 after 300 steps, its predictions no better than
