@@ -6,7 +6,7 @@ settings), spectral clustering and oracle-count k-means, over seeds
 Default (CPU, about an hour on 2 cores: 5 noise levels x 3 seeds, one UIS-RNN run and one
 uisrnn training each; measured ~4.2 min per noise level and seed, 2 of the 15 here, most of
 it uisrnn's decoding; the sizes below are why):
-  pip install -e '.[bench]'   # uisrnn and spectralcluster (without uisrnn its rows are skipped)
+  pip install -e '.[test,bench]'  # spectralcluster (test), uisrnn (bench; without it: skipped)
   python -m launch.main --config experiments/diarization_study.py --workdir runs/diarization
   -> runs/diarization/artifacts/diarization.md, accuracy_vs_noise.png, der_vs_speakers.png
 Rerun the same command after an interruption: finished runs and rows are reused, a run cut
