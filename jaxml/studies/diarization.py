@@ -105,6 +105,9 @@ def validate(config) -> None:
     raise ConfigError(f"default_noise={config.default_noise} must be one of noises={noises}")
   check_seeds(config.seeds)
   check_choices("methods", config.methods, METHODS, "methods")
+  if "spectral" in config.methods and not installed("spectralcluster"):
+    raise ConfigError("methods has spectral, which needs spectralcluster (pip install -e "
+                      "'.[test]'); install it or drop spectral from methods")
   decode = run.get("decode")
   if decode is None or any(not isinstance(decode.get(k), int) or isinstance(decode.get(k), bool)
                            or decode.get(k) < 1 for k in DECODE_KEYS):
@@ -129,8 +132,8 @@ def validate(config) -> None:
     peers.uisrnn_settings(uisrnn_settings(config, 0, mean_speakers=2.0))
 
 
-def uisrnn_installed() -> bool:
-  return importlib.util.find_spec("uisrnn") is not None
+def installed(package: str) -> bool:
+  return importlib.util.find_spec(package) is not None
 
 
 def run_config(config, noise: float, seed: int):
@@ -149,7 +152,7 @@ def fit(config, workdir: str) -> dict:
   log = results.ResultsLog(os.path.join(workdir, results.RESULTS),
                            results.fingerprint(config, exclude=SWEEP), write=is_chief)
   methods, notes = list(config.methods), []
-  if "uisrnn" in methods and not uisrnn_installed():
+  if "uisrnn" in methods and not installed("uisrnn"):
     methods.remove("uisrnn")
     notes.append("uisrnn (google/uis-rnn) is not installed (pip install uisrnn, in the bench "
                  "extra): its rows were skipped.")

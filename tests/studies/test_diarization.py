@@ -170,7 +170,7 @@ def test_uisrnn_rows_and_timeouts(tmp_path):
 
 
 def test_missing_uisrnn_is_skipped_with_a_note(tmp_path, monkeypatch):
-  monkeypatch.setattr(study, "uisrnn_installed", lambda: False)
+  monkeypatch.setattr(study, "installed", lambda package: package != "uisrnn")
   config = diarization_study_config.get_config("smoke")
   config.methods = ("uisrnn", "kmeans_oracle")
   config.run.data.test_conversations = 2
@@ -204,6 +204,13 @@ def test_bad_config_is_one_clear_error(key, value, message, never_trains):
   target[leaf] = value
   with pytest.raises(ConfigError, match=message):
     study.build(config)
+
+
+def test_spectral_without_spectralcluster_is_refused(monkeypatch, never_trains):
+  del never_trains
+  monkeypatch.setattr(study, "installed", lambda package: package != "spectralcluster")
+  with pytest.raises(ConfigError, match="methods has spectral, which needs spectralcluster"):
+    study.build(diarization_study_config.get_config("smoke"))
 
 
 @pytest.mark.parametrize("key, value", [
