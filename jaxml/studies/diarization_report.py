@@ -102,7 +102,9 @@ def report(config, rows: Sequence[dict], notes: Sequence[str], workdir: str | No
            *_wall_times(rows, methods), *_caveats(config, rows)]
   files.write_text(os.path.join(artifacts, "diarization.md"), "".join(lines))
   labels = {m: LABELS[m] for m in methods}
-  figures.plot_vs_x({(labels[m], x): v for (m, x), v in accuracy.items()}, list(labels.values()),
+  # Only methods with a point to draw (uisrnn may have timed out everywhere).
+  drawn = lambda stats: [labels[m] for m in methods if any(k[0] == m for k in stats)]
+  figures.plot_vs_x({(labels[m], x): v for (m, x), v in accuracy.items()}, drawn(accuracy),
                     noises, os.path.join(artifacts, "accuracy_vs_noise.png"),
                     x_label="noise (noise norm / speaker-mean norm)",
                     y_label="sequence accuracy (mean over conversations)",
@@ -110,7 +112,7 @@ def report(config, rows: Sequence[dict], notes: Sequence[str], workdir: str | No
   by_speakers = speaker_stats(rows, default, "der")
   counts = sorted({k for _, k in by_speakers})
   figures.plot_vs_x({(labels[m], k): v for (m, k), v in by_speakers.items()},
-                    list(labels.values()), counts,
+                    drawn(by_speakers), counts,
                     os.path.join(artifacts, "der_vs_speakers.png"),
                     x_label="speakers in the conversation", y_label="DER (mean over conversations)",
                     title=f"DER vs speakers at noise {default:g} (mean ± sd over seeds)",
