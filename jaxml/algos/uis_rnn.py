@@ -38,9 +38,20 @@ look-ahead, the sequence-duplication trick's `test_iteration`, a speaker cap, th
 vmapped over the batch; the runner scores those labels against the truth over the whole test
 split (`jaxml/training/evaluate.py` for every "partition" task: `eval/accuracy`, the
 Hungarian-matched sequence accuracy, and `eval/der/mean`, `eval/der/weighted`).
+
+A trained run decodes a user's own utterances, of any lengths, with `diarize`:
+
+    run = jaxml.trained.load(workdir)
+    labels = uis_rnn.diarize(run.state, run.config.decode, utterances)  # [T_i] each
+
+(`predict` needs the run's padded shape; `diarize` pads each utterance to its length bucket
+and compiles once per bucket, `uis_rnn_decode.decode_utterances`.)
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -236,8 +247,7 @@ def build(config, dataset) -> Algorithm:
     state = TrainState.create(model, tx)
     return state.replace(extra={k: jnp.float32(v) for k, v in prior.items()})
 
-  decode = {key: config.decode[key] for key in ("beam_size", "look_ahead", "test_iteration",
-                                                "max_speakers", "mean_rule")}
+  decode = {key: config.decode[key] for key in uis_rnn_decode.OPTIONS}
 
   def predict(state: TrainState, batch):
     """Each conversation's speaker labels [B, T] from the online beam search (first-appearance
@@ -257,6 +267,33 @@ def build(config, dataset) -> Algorithm:
   return Algorithm(init=init, train_step=train_step, eval_step=eval_step, predict=predict,
                    target=speakers, final_metrics=final_metrics,
                    headline=("eval/accuracy", "eval/der/mean", "eval/loss"))
+
+
+def diarize(state: TrainState, decode, utterances: Sequence, *, batch_size: int = 16,
+            buckets: Sequence[int] | None = None) -> list[np.ndarray]:
+  """Each utterance's speaker labels [T_i] (numbered by first appearance), decoded online by
+  the trained state's model and turn prior with `decode` (a run's `decode` block: beam_size,
+  look_ahead, test_iteration, max_speakers, mean_rule). utterances: d-vector sequences
+  [T_i, D] of any lengths; one ConfigError names the first that is empty, of another
+  dimension or not finite. Equal to `predict` on the same utterances padded to one length."""
+  options = {key: decode[key] for key in uis_rnn_decode.OPTIONS}
+  weights = (state.params, state.model_state)
+  model = state.model()
+  return uis_rnn_decode.decode_utterances(
+      _weighted_step(state.graphdef), weights, model.initial_hidden[...], model.sigma2[...],
+      state.extra["transition_bias"], state.extra["crp_alpha"], utterances,
+      batch_size=batch_size, buckets=buckets, **options)
+
+
+@functools.cache
+def _weighted_step(graphdef):
+  """`(weights, hidden, x) -> (hidden', out)` of the model with this graphdef, one callable per
+  graphdef so that `decode_utterances` reuses its compilations."""
+
+  def step(weights, hidden, x):
+    return nnx.merge(graphdef, *weights).step(hidden, x)
+
+  return step
 
 
 def clip_rnn_gradients(grads, max_norm: float):

@@ -2,7 +2,10 @@
 
 The public PyTorch code (google/uis-rnn, `UISRNN.predict_single`) decodes with a Python beam
 search over lists of per-speaker states; this is the same search as one `lax.scan` with static
-shapes, so it compiles once per (T bucket, D) and runs under `jax.vmap` over utterances.
+shapes, so it compiles once per (T, D) and runs under `jax.vmap` over utterances.
+`decode_utterances` decodes utterances of any lengths: each is padded to its length bucket
+and the bucket's utterances are decoded in fixed-size vmapped batches, so a set of utterances
+compiles once per bucket and a short one does not pay for the longest one's work.
 `jaxml/models/uis_rnn_reference.py` holds the plain NumPy version it is tested against and an
 exhaustive search.
 
@@ -64,15 +67,20 @@ Where this deviates from uisrnn, and why:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxml.errors import ConfigError
 
 MEAN_RULES = ("running", "uisrnn")
+# beam_search's keyword options and their defaults (uisrnn's: beam 10, look-ahead 1, two test
+# iterations).
+OPTIONS = {"beam_size": 10, "look_ahead": 1, "max_speakers": 8, "test_iteration": 2,
+           "mean_rule": "running"}
 
 
 class Beams(NamedTuple):
@@ -212,8 +220,11 @@ def check_options(beam_size, look_ahead, max_speakers, test_iteration, mean_rule
 @functools.partial(jax.jit, static_argnames=("step", "beam_size", "look_ahead", "max_speakers",
                                              "test_iteration", "mean_rule"))
 def beam_search(step: Callable, init_hidden, sigma2, transition_bias, crp_alpha, sequence, mask,
-                *, beam_size: int = 10, look_ahead: int = 1, max_speakers: int = 8,
-                test_iteration: int = 2, mean_rule: str = "running"):
+                *, beam_size: int = OPTIONS["beam_size"],
+                look_ahead: int = OPTIONS["look_ahead"],
+                max_speakers: int = OPTIONS["max_speakers"],
+                test_iteration: int = OPTIONS["test_iteration"],
+                mean_rule: str = OPTIONS["mean_rule"]):
   """UIS-RNN's beam search over one utterance: (labels [T] int32, neg_log_likelihood).
 
   step: `(hidden, x [D]) -> (hidden', out [D])`, static (pass the same callable to reuse the
@@ -260,3 +271,88 @@ def beam_search(step: Callable, init_hidden, sigma2, transition_bias, crp_alpha,
   last_copy = first_appearance(last_copy, real, max_speakers)
   out = jnp.full((length,), -1, jnp.int32).at[order].set(jnp.where(real, last_copy, -1))
   return out.astype(jnp.int32), beams.score[0]
+
+
+SMALLEST_BUCKET = 16
+
+
+def bucket_length(length: int, buckets: Sequence[int] | None = None) -> int:
+  """The padded length of an utterance of `length` segments: the smallest of `buckets` that
+  holds it; without buckets, or beyond the largest, the next power of two (at least
+  SMALLEST_BUCKET). A power-of-two bucket pads an utterance to less than twice its length,
+  and a set of utterances of lengths up to T needs at most log2(T) compilations."""
+  fitting = [b for b in (buckets or ()) if b >= length]
+  if fitting:
+    return min(fitting)
+  return max(SMALLEST_BUCKET, 1 << max(int(length) - 1, 0).bit_length())
+
+
+def check_utterances(sequences, dim: int) -> list[np.ndarray]:
+  """The utterances as float32 [T_i, dim] arrays, or one ConfigError naming the first that is
+  not one: not 2-D, of another dimension, empty or holding a NaN or an infinity."""
+  out = []
+  for i, sequence in enumerate(sequences):
+    array = np.asarray(sequence, np.float32)
+    if array.ndim != 2 or array.shape[1] != dim:
+      raise ConfigError(f"utterance {i} has shape {array.shape}; each must be [segments, {dim}] "
+                        f"(the model's observation dimension is {dim})")
+    if not len(array):
+      raise ConfigError(f"utterance {i} is empty: it has no segments to label")
+    if not np.isfinite(array).all():
+      raise ConfigError(f"utterance {i} holds a NaN or an infinity")
+    out.append(array)
+  return out
+
+
+@functools.partial(jax.jit, static_argnames=("step", "options"))
+def _decode_batch(step, options, weights, init_hidden, sigma2, transition_bias, crp_alpha,
+                  sequences, masks):
+  """Labels [N, T] of a padded batch, `beam_search` vmapped with the weights traced."""
+  search = functools.partial(beam_search, functools.partial(step, weights), **dict(options))
+  labels, _ = jax.vmap(search, (None, None, None, None, 0, 0))(
+      init_hidden, sigma2, transition_bias, crp_alpha, sequences, masks)
+  return labels
+
+
+def decode_utterances(step: Callable, weights, init_hidden, sigma2, transition_bias, crp_alpha,
+                      sequences: Sequence, *, batch_size: int = 16,
+                      buckets: Sequence[int] | None = None, **options) -> list[np.ndarray]:
+  """Each utterance's speaker labels [T_i] (int32, numbered by first appearance), decoded by
+  `beam_search` with `options` (beam_size, look_ahead, max_speakers, test_iteration,
+  mean_rule), whatever the utterances' lengths.
+
+  step: `(weights, hidden, x) -> (hidden', out)`, static: pass the same callable to reuse
+    the compilations. weights: any pytree, traced (new weights do not recompile).
+  sequences: utterances [T_i, D] of any lengths T_i >= 1.
+  Each utterance is padded to `bucket_length(T_i, buckets)`; a bucket's utterances are decoded
+  `batch_size` at a time (the last batch padded with empty rows), so the work is one
+  compilation per bucket used and, per utterance, that of its bucket's length. Labels equal
+  `beam_search` on the unpadded utterance (padding is masked out before the search).
+  """
+  if batch_size < 1:
+    raise ConfigError(f"batch_size {batch_size} must be >= 1")
+  unknown = sorted(set(options) - set(OPTIONS))
+  if unknown:
+    raise ConfigError(f"unknown decoding options {unknown}; they are {sorted(OPTIONS)}")
+  options = {**OPTIONS, **options}
+  check_options(**options)
+  sigma2 = jnp.asarray(sigma2)
+  sequences = check_utterances(sequences, int(sigma2.shape[-1]))
+  groups: dict[int, list[int]] = {}
+  for i, sequence in enumerate(sequences):
+    groups.setdefault(bucket_length(len(sequence), buckets), []).append(i)
+  labels: list[np.ndarray | None] = [None] * len(sequences)
+  options = tuple(sorted(options.items()))
+  for length, members in sorted(groups.items()):
+    for start in range(0, len(members), batch_size):
+      chunk = members[start:start + batch_size]
+      padded = np.zeros((batch_size, length, sigma2.shape[-1]), np.float32)
+      masks = np.zeros((batch_size, length), bool)
+      for row, i in enumerate(chunk):
+        padded[row, :len(sequences[i])] = sequences[i]
+        masks[row, :len(sequences[i])] = True
+      out = np.asarray(_decode_batch(step, options, weights, init_hidden, sigma2,
+                                     transition_bias, crp_alpha, padded, masks))
+      for row, i in enumerate(chunk):
+        labels[i] = out[row, :len(sequences[i])]
+  return labels

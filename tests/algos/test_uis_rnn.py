@@ -201,6 +201,11 @@ def test_training_lowers_the_loss_and_learns_sigma2_at_the_prediction_error():
              for p, t, m in zip(labels, test["speakers"], mask)]
   one_speaker = [np.bincount(t[m]).max() / m.sum() for t, m in zip(test["speakers"], mask)]
   assert np.mean(decoded) > np.mean(one_speaker) + 0.2, (np.mean(decoded), np.mean(one_speaker))
+  # The same conversations unpadded, each at its own length (buckets of 16 and 32, so the
+  # lengths 12-24 take both): `diarize` gives predict's labels.
+  utterances = [e[m] for e, m in zip(test["embeddings"], mask)]
+  for got, want, m in zip(uis_rnn.diarize(state, config.decode, utterances), labels, mask):
+    np.testing.assert_array_equal(got, want[m])
 
 
 def test_static_sizes_are_the_most_speakers_and_segments_of_one_speaker():

@@ -201,6 +201,62 @@ def test_compiles_once_per_shape():
   assert len(traces) == 2 * per_compile
 
 
+def weighted_gru(weights, h, x):
+  return gru_step(weights)(h, x)
+
+
+def test_bucket_lengths():
+  assert [decode.bucket_length(n) for n in (1, 16, 17, 32, 33, 100)] == [16, 16, 32, 32, 64, 128]
+  assert [decode.bucket_length(n, (8, 24)) for n in (1, 8, 9, 24, 25)] == [8, 8, 24, 24, 32]
+
+
+def test_utterances_of_any_length_equal_one_search_each_and_compile_once_per_bucket():
+  traces = []
+
+  def counted(weights, h, x):  # fresh, so that no other test's compilation is reused
+    traces.append(1)
+    return weighted_gru(weights, h, x)
+
+  options = OPTIONS[1]
+  weights = gru_params(np.random.default_rng(123))
+  base = problem(0)
+  prior = (base["init_hidden"], base["sigma2"], base["transition_bias"], base["crp_alpha"])
+  lengths = (3, 9, 5, 11, 4)  # buckets 4 and 12 (batches of 2: 2 and 1 of them)
+  utterances = [problem(seed, length=n)["sequence"] for seed, n in enumerate(lengths)]
+  labels = decode.decode_utterances(counted, weights, *prior, utterances, batch_size=2,
+                                    buckets=(4, 12), **options)
+  per_bucket = len(traces) // 2
+  assert per_bucket > 0 and len(traces) == 2 * per_bucket
+  for utterance, got in zip(utterances, labels):
+    want, _ = decode.beam_search(toy_gru(), *prior, utterance, np.ones(len(utterance), bool),
+                                 **options)
+    np.testing.assert_array_equal(got, want)
+  # New weights and new utterances in the same buckets: no new compilation, new labels.
+  other = gru_params(np.random.default_rng(7))
+  again = decode.decode_utterances(counted, other, *prior, utterances[::-1], batch_size=2,
+                                   buckets=(4, 12), **options)
+  assert len(traces) == 2 * per_bucket
+  want, _ = decode.beam_search(gru_step(other), *prior, utterances[-1],
+                               np.ones(lengths[-1], bool), **options)
+  np.testing.assert_array_equal(again[0], want)
+
+
+@pytest.mark.parametrize("utterances, options, says", [
+    ([np.zeros((4, DIM + 1))], {}, "utterance 0 has shape (4, 3); each must be [segments, 2]"),
+    ([np.zeros((4, DIM)), np.zeros((0, DIM))], {}, "utterance 1 is empty"),
+    ([np.full((4, DIM), np.nan)], {}, "utterance 0 holds a NaN"),
+    ([np.zeros(4)], {}, "utterance 0 has shape (4,)"),
+    ([np.zeros((4, DIM))], {"beam": 3}, "unknown decoding options ['beam']"),
+    ([np.zeros((4, DIM))], {"beam_size": 0}, "must all be >= 1")])
+def test_bad_utterances_are_one_config_error(utterances, options, says):
+  p = problem(0)
+  with pytest.raises(ConfigError) as error:
+    decode.decode_utterances(weighted_gru, gru_params(np.random.default_rng(0)),
+                             p["init_hidden"], p["sigma2"], p["transition_bias"],
+                             p["crp_alpha"], utterances, **options)
+  assert says in str(error.value)
+
+
 def test_max_speakers_caps_the_labels():
   # Four well-separated speakers, room for two: the best two-speaker labelling, never a third.
   rng = np.random.default_rng(5)
