@@ -125,14 +125,15 @@ def _group_codes(groups, count: int) -> tuple[np.ndarray, np.ndarray]:
   if groups.dtype.kind == "f" and not np.all(np.isfinite(groups)):
     raise ConfigError(f"groups must be finite: NaN in {_first_bad(~np.isfinite(groups))}")
   names, codes = np.unique(groups, return_inverse=True)
-  return names, codes
+  # Plain Python values (np.str_ -> str, np.int64 -> int), as dictionary keys and in tables.
+  return [getattr(name, "item", lambda n=name: n)() for name in names], codes
 
 
 def kaplan_meier_by_group(times, events, groups, level: float = 0.95) -> dict:
   """{group: KaplanMeier} for each distinct value of groups [N], in sorted order."""
   times, events = survival_data(times, events)
   names, codes = _group_codes(groups, len(times))
-  return {name.item(): kaplan_meier(times[codes == g], events[codes == g], level)
+  return {name: kaplan_meier(times[codes == g], events[codes == g], level)
           for g, name in enumerate(names)}
 
 
@@ -175,7 +176,7 @@ def logrank_test(times, events, groups) -> LogRank:
   statistic = float(difference @ np.linalg.pinv(covariance[:-1, :-1]) @ difference)
   df = len(names) - 1
   return LogRank(statistic, df, float(stats.chi2.sf(statistic, df)),
-                 tuple(name.item() for name in names), observed, expected)
+                 tuple(names), observed, expected)
 
 
 def concordance_index(times, events, risk_scores) -> float:

@@ -193,7 +193,7 @@ def brute_force_concordance(times, events, risk):
   return concordant / pairs
 
 
-def test_concordance_equals_brute_force_and_lifelines():
+def test_concordance_equals_brute_force():
   times, events, x = tied_censored_data(seed=5, n=90)
   risk = np.round(x[:, 0], 1)  # tied scores too
   c = survival.concordance_index(times, events, risk)
@@ -201,6 +201,9 @@ def test_concordance_equals_brute_force_and_lifelines():
   assert survival.concordance_index(times, events, -risk) == pytest.approx(1 - c, rel=1e-14)
   assert survival.concordance_index([1, 2, 3], [1, 1, 1], [3, 2, 1]) == 1.0
   assert np.isnan(survival.concordance_index([1, 2, 3], [0, 0, 0], [3, 2, 1]))
+
+
+def test_concordance_equals_lifelines():
   pytest.importorskip("lifelines")
   from lifelines.utils import concordance_index  # pylint: disable=import-outside-toplevel
   times, events, x = tied_censored_data(seed=6, n=2000)
@@ -257,3 +260,13 @@ def test_collinear_covariates_are_named():
   x = np.arange(6.0)
   with pytest.raises(ConfigError, match="collinear"):
     survival.cox_ph([1, 2, 3, 4, 5, 6], [1, 1, 0, 1, 1, 0], np.stack([x, 2 * x + 1], axis=1))
+
+
+def test_groups_of_any_label_type_come_back_as_plain_values():
+  times, events = [1, 2, 3, 4], [1, 1, 0, 1]
+  for groups in (["a", "b", "a", "b"], np.array(["a", "b", "a", "b"], object), [0, 1, 0, 1]):
+    fits = survival.kaplan_meier_by_group(times, events, groups)
+    assert all(type(key) in (str, int) for key in fits)
+    result = survival.logrank_test(times, events, groups)
+    assert result.groups == tuple(fits)
+    np.testing.assert_array_equal(fits[result.groups[0]].times, [1, 3])
