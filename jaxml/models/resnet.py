@@ -50,22 +50,26 @@ MAX_GROUPS = 32
 _conv_init = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, *, rngs: nnx.Rngs) -> nnx.Conv:
+def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, *, dims: int = 2,
+         rngs: nnx.Rngs) -> nnx.Conv:
+  """A `kernel`-wide conv over `dims` spatial axes (2: NHWC images; 1: [B, L, C] signals)."""
   pad = kernel // 2
   return nnx.Conv(
       c_in,
       c_out,
-      (kernel, kernel),
+      (kernel,) * dims,
       strides=stride,
-      padding=((pad, pad), (pad, pad)),
+      padding=((pad, pad),) * dims,
       use_bias=False,
       kernel_init=_conv_init,
       rngs=rngs,
   )
 
 
-def norm_layer(kind: str, channels: int, *, zero_scale: bool = False, rngs: nnx.Rngs):
-  """A normalisation layer over NHWC activations; apply it with `normalize`."""
+def norm_layer(kind: str, channels: int, *, zero_scale: bool = False, dims: int = 2,
+               rngs: nnx.Rngs):
+  """A normalisation layer over activations with `dims` spatial axes (NHWC by default);
+  apply it with `normalize`."""
   scale_init = nnx.initializers.zeros if zero_scale else nnx.initializers.ones
   if kind == "batch":
     return nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, scale_init=scale_init, rngs=rngs)
@@ -76,7 +80,7 @@ def norm_layer(kind: str, channels: int, *, zero_scale: bool = False, rngs: nnx.
   if kind == "layer":
     return nnx.LayerNorm(
         channels,
-        reduction_axes=(-3, -2, -1),
+        reduction_axes=tuple(range(-dims - 1, 0)),  # every axis but the batch
         feature_axes=-1,
         epsilon=1e-5,
         scale_init=scale_init,
