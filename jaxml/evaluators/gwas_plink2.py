@@ -75,12 +75,15 @@ def run_glm(bfile: str, pheno: str, out: str, covar: str | None = None, *,
   """Runs plink2 --glm; returns the path of its table (`.glm.linear` or `.glm.logistic`)."""
   if not available():
     raise ConfigError("plink2 is not on PATH (Debian: apt-get install plink2)")
+  tables = [f"{out}.{PHENOTYPE}.glm.{suffix}" for suffix in ("linear", "logistic")]
+  for path in tables:  # an earlier run's table must not pass for this one's
+    if os.path.exists(path):
+      os.remove(path)
   done = subprocess.run(glm_command(bfile, pheno, out, covar, threads), capture_output=True,
                         text=True, check=False)
   if done.returncode:
     raise RuntimeError(f"plink2 --glm failed ({done.returncode}): {done.stderr or done.stdout}")
-  for suffix in ("linear", "logistic"):
-    path = f"{out}.{PHENOTYPE}.glm.{suffix}"
+  for path in tables:
     if os.path.exists(path):
       return path
   raise RuntimeError(f"plink2 wrote no .glm table for {out}: {done.stdout[-2000:]}")
