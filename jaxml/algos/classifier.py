@@ -26,18 +26,21 @@ from jaxml.data import augment
 from jaxml.data.base import check_labels
 from jaxml.errors import ConfigError
 from jaxml.losses.classification import cross_entropy, masked_cross_entropy
-from jaxml.models import activations, cnn, readout, resnet
+from jaxml.models import activations, cnn, readout, resnet, resnet1d
 from jaxml.privacy import accounting, dp_sgd, ghost
 
 
 
-# The classification models' settings (jaxml/models/): SupCon's encoder shares them.
+# The classification models' settings (jaxml/models/): SupCon's encoder shares them. A key
+# several models share admits any of their values here; each model's `create` refuses the
+# values it does not take (resnet1d: depth 50, the 2-D stems).
 MODEL_RULES = {
     "model.name": checks.one_of(*models.available()), "model.num_classes": checks.count(0),
     "model.channels": checks.each(checks.count()), "model.dense": checks.count(),
     "model.pool": checks.one_of(*cnn.POOLS), "model.hidden": checks.each(checks.count()),
-    "model.depth": checks.one_of(*sorted(resnet.DEPTHS)), "model.stem": checks.one_of(
-        *resnet.STEMS), "model.norm": checks.one_of(*resnet.NORMS), "model.width": checks.count(),
+    "model.depth": checks.one_of(*sorted(resnet.DEPTHS)),
+    "model.stem": checks.one_of(*resnet.STEMS, *resnet1d.STEMS),
+    "model.norm": checks.one_of(*resnet.NORMS), "model.width": checks.count(),
     "model.zero_init_residual": checks.flag, "model.activation": activations.rule,
     "model.vocab": checks.count(), "model.embed_dim": checks.count(),
     "model.layer_norm": checks.flag, **readout.RULES}
