@@ -85,18 +85,7 @@ def test_healthy_lungs_have_standard_normal_gli_z_scores(arrays, parameter, key)
     assert stats.binomtest(below, n, 0.05).pvalue > 0.001
 
 
-def test_reference_arrays_equal_pyspiro_public_scalar_api(arrays):
-  gli = pyspiro.GLI_2012()
-  gli.set_strategy("closest")
-  for name in reference.PARAMETERS:
-    lms = reference.gli_lms(name, arrays["sex"][:5], arrays["age"][:5], arrays["height"][:5],
-                            arrays["ancestry"][:5] + 1)
-    for i in range(5):
-      expected = gli.lms(int(arrays["sex"][i]), float(arrays["age"][i]),
-                         float(arrays["height"][i]), int(arrays["ancestry"][i]) + 1,
-                         gli.Parameters[name], 0.0)
-      np.testing.assert_allclose([x[i] for x in lms], [float(e) for e in expected],
-                                 rtol=1e-5)
+def test_lower_limit_field_is_the_gli_lower_limit(arrays):
   np.testing.assert_allclose(arrays["lln"][:5], reference.lln(reference.gli_lms(
       "FEV1FVC", arrays["sex"][:5], arrays["age"][:5], arrays["height"][:5],
       arrays["ancestry"][:5] + 1)), rtol=1e-6)

@@ -62,17 +62,6 @@ def test_linear_equals_statsmodels_ols(missing):
   _assert_matches(single, g, y, covariates, sm.OLS, rtol=2e-5)
 
 
-@pytest.mark.parametrize("missing", [0.0, 0.08])
-def test_logistic_equals_statsmodels_logit(missing):
-  g, _, y, covariates = _data(missing=missing, seed=1)
-  with jax.enable_x64(True):
-    exact = gwas.logistic_association(g, y, covariates, chunk_size=16)
-  _assert_matches(exact, g, y, covariates, sm.Logit, rtol=1e-8)
-  single = gwas.logistic_association(g, y, covariates, chunk_size=16)
-  _assert_matches(single, g, y, covariates, sm.Logit, rtol=2e-5)
-  assert exact.converged.all() and single.converged.all()
-
-
 def test_no_covariates_is_a_simple_regression():
   g, y, _, _ = _data(n=120, s=5, seed=2)
   result = gwas.linear_association(g, y)
@@ -100,13 +89,14 @@ def test_chunking_and_padding_change_nothing_and_compile_once():
   g[:, 5] = np.where(g[:, 5] >= 0, 0, -1)  # no variation among its calls
   kernel = gwas_logistic.chunk_kernel(4)
   whole = gwas.linear_association(g, y, covariates, chunk_size=64)
+  whole_logistic = gwas.logistic_association(g, yb, covariates, chunk_size=64)
+  # Counted after the references compiled, so that the count does not depend on which tests
+  # ran before in this process.
   before = gwas._linear_missing_chunk._cache_size()  # pylint: disable=protected-access
   logistic_before = kernel._cache_size()  # pylint: disable=protected-access
-  for chunk_size in (7, 16):  # 37 SNPs: 6 and 3 chunks, the last padded
-    for test, phenotype, reference in (
-        (gwas.linear_association, y, whole),
-        (gwas.logistic_association, yb, gwas.logistic_association(g, yb, covariates,
-                                                                  chunk_size=64))):
+  for chunk_size in (7, 13):  # 37 SNPs: 6 and 3 chunks, the last padded; sizes no other test uses
+    for test, phenotype, reference in ((gwas.linear_association, y, whole),
+                                       (gwas.logistic_association, yb, whole_logistic)):
       chunked = test(g, phenotype, covariates, chunk_size=chunk_size)
       for field in ("beta", "se", "stat", "p"):
         np.testing.assert_allclose(getattr(chunked, field), getattr(reference, field),
@@ -134,14 +124,6 @@ def test_eight_devices_equal_one():
     gwas.linear_association(g, y, covariates, chunk_size=12, mesh=mesh)
 
 
-def test_separation_is_reported_not_converged():
-  g, _, yb, covariates = _data(seed=6)
-  yb = (g[:, 2] > 0).astype(np.float64)  # SNP 2 predicts the phenotype perfectly
-  result = gwas.logistic_association(g, yb, covariates[:, :1])
-  assert not result.converged[2] and np.isnan(result.p[2])
-  assert result.converged[[0, 1, 3, 4]].all()
-
-
 def test_bad_inputs_are_config_errors():
   g, y, yb, covariates = _data(n=50, s=4)
   with pytest.raises(ConfigError, match="linear combination"):
@@ -154,17 +136,3 @@ def test_bad_inputs_are_config_errors():
     gwas.linear_association(g, y[:49])
   with pytest.raises(ConfigError, match="finite"):
     gwas.linear_association(g, np.where(np.arange(50) == 3, np.inf, y))
-
-
-def test_unconverged_snps_are_refitted_with_more_iterations():
-  """One Newton step leaves SNPs with effects short of the maximum: they are refitted with
-  `retry_iterations` and then equal the many-step fit; with no retry they are reported."""
-  g, _, yb, covariates = _data(seed=7)
-  full = gwas.logistic_association(g, yb, covariates, iterations=12, retry_iterations=12)
-  one_step = gwas.logistic_association(g, yb, covariates, iterations=1, retry_iterations=1)
-  retried = gwas.logistic_association(g, yb, covariates, iterations=1, retry_iterations=12)
-  assert full.converged.all() and retried.converged.all()
-  assert (~one_step.converged).sum() > g.shape[1] // 2  # measured 35 of 37
-  np.testing.assert_allclose((retried.beta - full.beta) / full.se, 0, atol=1e-4)
-  with pytest.raises(ConfigError, match="iterations"):
-    gwas.logistic_association(g, yb, covariates, iterations=5, retry_iterations=4)
