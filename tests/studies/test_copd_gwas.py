@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from jaxml.core.mesh import make_mesh
 from jaxml.data.sources import spirometry
 from jaxml.errors import ConfigError
 from jaxml.evaluators import gwas, gwas_pca
@@ -162,6 +163,19 @@ def test_nan_rows_equal_a_cut_cohort(cohort):
     for key, value in row.items():
       np.testing.assert_allclose(value, cut_rows[name][key], rtol=1e-5, atol=1e-12,
                                  err_msg=f"{name} {key}")
+
+
+def test_mesh_changes_nothing(cohort):
+  """The association's SNPs sharded over the 8 simulated devices: the same row. (Without PCs:
+  sharding the PCA here costs ~40 s of compiling; tests/evaluators/test_gwas_pca.py holds it
+  equal sharded.)"""
+  ratio = {"ratio": _phenotypes(cohort)["ratio"]}
+  single = copd_gwas.gwas_rows(cohort, ratio, num_pcs=0, threshold=THRESHOLD)["ratio"]
+  sharded = copd_gwas.gwas_rows(cohort, ratio, num_pcs=0, threshold=THRESHOLD,
+                                mesh=make_mesh())["ratio"]
+  assert single.keys() == sharded.keys()
+  for key, value in single.items():
+    np.testing.assert_allclose(sharded[key], value, rtol=1e-4, err_msg=key)
 
 
 def test_plots_written(study):
