@@ -34,21 +34,22 @@ LLN_Z = -1.645
 
 
 @functools.cache
-def _gli():
+def _reference(name: str):
+  """pyspiro's `name` reference (GLI_2012, HANKINSON_1999): ages and heights outside its
+  tables clamped to the closest, its per-row warnings off."""
   import pyspiro  # noqa: PLC0415 (a data-set dependency: imported where it is used)
-  reference = pyspiro.GLI_2012()
+  reference = getattr(pyspiro, name)()
   reference.set_strategy("closest")
   reference.set_silence(True)
   return reference
 
 
-@functools.cache
+def _gli():
+  return _reference("GLI_2012")
+
+
 def _nhanes():
-  import pyspiro  # noqa: PLC0415
-  reference = pyspiro.HANKINSON_1999()
-  reference.set_strategy("closest")
-  reference.set_silence(True)
-  return reference
+  return _reference("HANKINSON_1999")
 
 
 def gli_lms(parameter: str, sex, age, height, ethnicity) -> tuple[np.ndarray, ...]:
