@@ -26,8 +26,8 @@ from jaxml.core import workdir as workdir_lib
 from jaxml.core.metrics import MetricWriter
 from jaxml.errors import StorageError
 from tests.launch_utils import (assert_same_arrays, checkpoint_steps, launch_cmd, launcher_env,
-                                restore_arrays, run_launcher, wait_for_step)
-from tests.test_signals import NUM_STEPS, RUN, final_metrics, run_config
+                                restore_arrays, run_launcher, start_launcher, wait_for_step)
+from tests.test_signals import NUM_STEPS, RUN, final_metrics, run_config, wait_for_path
 
 # The uninterrupted run these tests compare against is the signal tests' (`signals_reference`
 # in tests/conftest.py): the same xdist group puts both modules on one worker, so it is
@@ -108,10 +108,10 @@ def test_read_only_at_the_end_is_one_error_and_the_rerun_writes_the_artifacts(
 
 @pytest.fixture
 def small_disk(tmp_path):
-  """A 400 KiB tmpfs (room for about two checkpoints of the smoke model), unmounted after."""
+  """A 16 MiB tmpfs (the test shrinks it mid-run), unmounted after."""
   mount = tmp_path / "small"
   mount.mkdir()
-  made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)],
+  made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)],
                         capture_output=True, text=True, check=False)
   if made.returncode != 0:
     pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
@@ -121,17 +121,38 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def shrink_to_what_is_used(mount, spare_kib: int = 48) -> None:
+  """Remounts the tmpfs with `spare_kib` KiB free: less than one checkpoint of the smoke model
+  (~100 KiB), so the run's next save fills it. (A save in flight may grow past the new size
+  between reading and remounting; that remount fails and is tried again.)"""
+  for _ in range(100):
+    stat = os.statvfs(mount)
+    used_kib = (stat.f_blocks - stat.f_bfree) * stat.f_frsize // 1024
+    if subprocess.run(["mount", "-o", f"remount,size={used_kib + spare_kib}k", str(mount)],
+                      capture_output=True, check=False).returncode == 0:
+      return
+  raise AssertionError(f"could not shrink {mount}")
+
+
 def test_real_disk_full_exits_3_in_one_line_and_the_rerun_with_space_resumes(
     reference, small_disk):
+  # The disk fills after the first checkpoint: a fixed small size is fragile, as how many
+  # checkpoints fit in it depends on how Orbax and tensorstore write on the machine.
   workdir = small_disk / "run"
-  proc = run_launcher(CONFIG, workdir, *RUN, timeout=300)
-  assert proc.returncode == 3, proc.stderr[-3000:]
-  assert proc.stdout == ""
-  lines = proc.stderr.splitlines()
-  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+  proc = start_launcher(CONFIG, workdir, *RUN)
+  try:
+    wait_for_path(proc, workdir / "checkpoints" / "100")
+    shrink_to_what_is_used(small_disk)
+    stdout, stderr = proc.communicate(timeout=300)
+  finally:
+    proc.kill()
+  assert proc.returncode == 3, stderr[-3000:]
+  assert stdout == ""
+  lines = stderr.splitlines()
+  assert len(lines) == 1 and lines[0].startswith("error: "), stderr[-3000:]
   assert str(workdir) in lines[0] and "No space left on device" in lines[0], lines[0]
   saved = checkpoint_steps(workdir)
-  assert saved and saved[-1] < NUM_STEPS
+  assert saved and 100 <= saved[-1] < NUM_STEPS
   restore_arrays(workdir, saved[-1])  # the newest checkpoint is whole
   assert not [d for d in os.listdir(workdir / "checkpoints") if not d.isdigit()]
   subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
