@@ -42,6 +42,14 @@ def smoke(tmp_path_factory):
   return config, workdir, proc, rows, seed, cohort
 
 
+@pytest.fixture(scope="module")
+def loaded(smoke):
+  """The study's two trained ensembles, opened once: {"noisy": TrainedRun, "clean": ...}."""
+  workdir, seed = smoke[1], smoke[4]
+  return {labels: trained.load(study.run_dir(str(workdir), labels, seed))
+          for labels in ("noisy", "clean")}
+
+
 def test_rows_for_every_part_and_scorer(smoke):
   config, workdir, proc, rows, seed, _ = smoke
   assert_config_and_headline(EXPERIMENT, proc, workdir)
@@ -62,9 +70,9 @@ def test_rows_for_every_part_and_scorer(smoke):
     assert os.path.getsize(os.path.join(workdir, "artifacts", plot)) > 0, plot
 
 
-def test_liability_auroc_is_sklearns_on_the_ensembles_predictions(smoke):
-  _, workdir, _, rows, seed, cohort = smoke
-  run = trained.load(study.run_dir(str(workdir), "noisy", seed))
+def test_liability_auroc_is_sklearns_on_the_ensembles_predictions(smoke, loaded):
+  _, _, _, rows, seed, cohort = smoke
+  run = loaded["noisy"]
   probabilities, _ = run.predict(run.dataset.test)
   probabilities = np.asarray(probabilities)
   assert probabilities.shape == (len(run.dataset.test), run.config.replicas.count, 2)
@@ -96,10 +104,9 @@ def test_rules_and_logistic_regression_aurocs_are_sklearns(smoke):
     assert row[f"copd/{scorer}/auroc"] == pytest.approx(expected, abs=1e-6)
 
 
-def test_clean_run_differs_in_labels_only(smoke):
-  config, workdir, _, _, seed, cohort = smoke
-  noisy = trained.load(study.run_dir(str(workdir), "noisy", seed)).dataset
-  clean = trained.load(study.run_dir(str(workdir), "clean", seed)).dataset
+def test_clean_run_differs_in_labels_only(smoke, loaded):
+  cohort = smoke[5]
+  noisy, clean = loaded["noisy"].dataset, loaded["clean"].dataset
   test = cohort["split"] == 1
   np.testing.assert_array_equal(clean.train.arrays["label"], cohort["copd"][~test])
   np.testing.assert_array_equal(noisy.train.arrays["label"], cohort["label"][~test])
