@@ -154,7 +154,7 @@ def claim_lines(rows: Sequence[dict]) -> list[str]:
     r2 = stat(rows, "gwas", "ml_liability/effect_r2_both")
     r2_causal = stat(rows, "gwas", "ml_liability/effect_r2_causal")
     if not r2[2]:
-      verdict = "not measurable: no locus significant in both"
+      verdict = "not measurable: fewer than 3 loci significant in both"
     else:
       verdict = "holds" if r2[0] >= R2_AGREES else "does not hold"
     out.append(f"- Its effect sizes agree with FEV1/FVC's on the loci both find (paper: R² "

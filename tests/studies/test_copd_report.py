@@ -91,7 +91,7 @@ def test_claims_follow_the_numbers():
   assert "R² 0.95 ± 0.00 (over the causal SNPs: 0.95 ± 0.00) — **holds**" in text
   assert ("R² 0.50 ± 0.00 (over the causal SNPs: 0.50 ± 0.00) — **does not hold**"
           in _claims(_rows(r2=0.5)))
-  assert "not measurable: no locus significant in both" in _claims(_rows(r2=float("nan")))
+  assert "not measurable: fewer than 3 loci significant in both" in _claims(_rows(r2=float("nan")))
   # Noise cost: clean - noisy = +0.010 < 0.02.
   assert "AUROC clean - noisy +0.010" in text
 
