@@ -20,6 +20,7 @@ RUN_ELSEWHERE = {
     "experiments/drift_study.py": "tests/studies/test_drift.py",
     "experiments/odor_study.py": "tests/studies/test_odor.py",
     "experiments/diarization_study.py": "tests/studies/test_diarization.py",
+    "experiments/copd_study.py": "tests/studies/test_copd.py",
     "experiments/fairness.py": "tests/studies/test_fairness.py",
     "experiments/smooth_activations.py": "tests/studies/test_smooth_activations.py",
     # In-process through the runner, asserting one compilation per step; the launcher path
