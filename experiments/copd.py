@@ -17,10 +17,11 @@ GPU (the paper's width 64, 20,000 training people; the cohort is simulated on th
 Clean labels (the noise's cost): --config.data.underdiagnosis=0 --config.data.false_positive_rate=0
 (every other draw of the cohort is unchanged: each person has their own random stream).
 
-What it logs: train loss/accuracy and, at each eval, the test split's cross-entropy and accuracy
-against the NOISY labels (the dataset's target), the ensemble mean and each member's
-(`replica<r>/...`), and the members' prediction difference `pd/relative`. The classifier logs no
-AUROC for a binary task; AUROC/AUPRC against the true status (and outcomes) are the study's
+What it logs: train loss/accuracy and, at each eval, the test split's cross-entropy, accuracy,
+AUROC and AUPRC against the NOISY labels (the dataset's target; every binary classification
+logs the last two, jaxml/training/evaluate.py), the members' mean and each member's
+(`replica<r>/...`), and the members' prediction difference `pd/relative`. AUROC/AUPRC of the
+ensemble's liability against the TRUE status (and outcomes) are the study's
 (experiments/copd_study.py).
 """
 

@@ -102,23 +102,38 @@ def group_metrics(steps, state, dataset, mesh, batch_size: int, *,
 
 def ranking_metrics(steps, state, dataset, mesh, batch_size: int, *,
                     per_label: bool = False) -> dict[str, float]:
-  """Ranking metrics of a multi-label task's predicted probabilities on the test split, from
-  one gathered pass (`jaxml/evaluators/ranking.py`): `auroc/macro`, `auprc/macro` (means over
-  the labels with both classes in the split), `auroc/micro`, `auprc/micro` and
-  `labels_scored`, and with `per_label` each label's `label/<name>/auroc` and `.../auprc`
-  (names from the target's categories, else its index). Replicas: their mean, and each
-  one's under `replica<r>/`. Empty unless the task is multi-label and the algorithm has a
-  `predict` with a `target`."""
-  target = steps.algorithm.target
-  if dataset.task.kind != "multilabel" or steps.predict is None or target is None:
+  """Ranking metrics of the algorithm's predictions on the test split, from one gathered pass
+  (`jaxml/evaluators/ranking.py`), for the tasks whose scores rank:
+
+  - multi-label (predicted probabilities): `auroc/macro`, `auprc/macro` (means over the
+    labels with both classes in the split), `auroc/micro`, `auprc/micro` and
+    `labels_scored`, and with `per_label` each label's `label/<name>/auroc` and `.../auprc`
+    (names from the target's categories, else its index);
+  - binary classification: `auroc` and `auprc` of class 1, scored by the prediction's
+    class-1 minus class-0 output (monotone in P(class 1) whether `predict` gives
+    probabilities, log-probabilities or logits); NaN if a prediction is not finite.
+
+  Replicas: their mean, and each one's under `replica<r>/`. Empty for other tasks and when
+  the algorithm has no `predict` with a `target`."""
+  target, task = steps.algorithm.target, dataset.task
+  binary = task.kind == "classification" and task.num_classes == 2
+  if (task.kind != "multilabel" and not binary) or steps.predict is None or target is None:
     return {}
   scores, labels = collect(steps.predict, steps, state, dataset.test, mesh, batch_size)
-  names = dataset.fields[target].categories or tuple(map(str, range(labels.shape[-1])))
   count = steps.algorithm.replicas
   rows = []
   for each in ([scores[:, r] for r in range(count)] if count else [scores]):
+    if binary:
+      margin = np.asarray(each[..., 1], np.float64) - np.asarray(each[..., 0], np.float64)
+      if not np.all(np.isfinite(margin)):  # a diverged run: NaN metrics, not a failed eval
+        rows.append({"auroc": float("nan"), "auprc": float("nan")})
+        continue
+      rows.append({"auroc": ranking.auroc(margin, labels),
+                   "auprc": ranking.average_precision(margin, labels)})
+      continue
     row = ranking.multilabel_summary(each, labels)
     if per_label:
+      names = dataset.fields[target].categories or tuple(map(str, range(labels.shape[-1])))
       for entry in ranking.per_label(each, labels, names):
         row.update({f"label/{entry['name']}/{metric}": entry[metric]
                     for metric in ("auroc", "auprc")})

@@ -5,6 +5,7 @@ AUROCs equal scikit-learn's on the cohort's own arrays; the clean run differs fr
 one in its labels only; a rerun trains nothing and adds no row; bad configs fail before
 anything trains."""
 
+import json
 import os
 
 import numpy as np
@@ -84,6 +85,28 @@ def test_liability_auroc_is_sklearns_on_the_ensembles_predictions(smoke, loaded)
   expected = sk_metrics.average_precision_score(cohort["hospitalised"][test], score)
   assert rows[("scores", seed)]["hospitalised/ml_noisy/auprc"] == pytest.approx(expected,
                                                                                abs=1e-9)
+
+
+def test_the_runs_logged_binary_auroc_is_sklearns_per_member(smoke, loaded):
+  """The classifier's evaluation logs AUROC/AUPRC of a binary task (against the dataset's
+  target, the NOISY label): each member's equals sklearn's on that member's P(COPD), and the
+  logged `eval/auroc` is the members' mean."""
+  workdir, seed = smoke[1], smoke[4]
+  run = loaded["noisy"]
+  probabilities, labels = run.predict(run.dataset.test)
+  probabilities, labels = np.asarray(probabilities), np.asarray(labels)
+  np.testing.assert_array_equal(labels, run.dataset.test.arrays["label"])
+  with open(os.path.join(study.run_dir(str(workdir), "noisy", seed), "artifacts",
+                         "summary.json")) as f:
+    summary = json.load(f)
+  aurocs = []
+  for r in range(run.config.replicas.count):
+    want = sk_metrics.roc_auc_score(labels, probabilities[:, r, 1])
+    assert summary[f"eval/replica{r}/auroc"] == pytest.approx(want, abs=1e-9), r
+    assert summary[f"eval/replica{r}/auprc"] == pytest.approx(
+        sk_metrics.average_precision_score(labels, probabilities[:, r, 1]), abs=1e-9), r
+    aurocs.append(want)
+  assert summary["eval/auroc"] == pytest.approx(np.mean(aurocs), abs=1e-9)
 
 
 def test_rules_and_logistic_regression_aurocs_are_sklearns(smoke):
