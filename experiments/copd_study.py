@@ -5,9 +5,9 @@ spirometry features; scored against the TRUE status and hospitalisation (AUROC/A
 bootstrap intervals, PR curves), survival (Kaplan-Meier by quartile, log-rank, Cox HR per SD)
 and as GWAS phenotypes, over seeds (jaxml/studies/copd.py).
 
-Default (CPU, 2 cores, ~30 minutes: 3 seeds, each two ensembles of 5 width-8 members trained
-on 2,000 people and scored on 5,000; measured for one seed on 2 shared cores: 9.6 min, each
-ensemble ~190 s, the GWAS and bootstrap the rest):
+Default (CPU, 2 cores, 20-30 minutes: 3 seeds, each two ensembles of 5 width-8 members trained
+on 2,000 people and scored on 5,000; measured on 2 shared cores: 20 min in all, each ensemble
+100-180 s, the GWAS and bootstrap the rest; results in benchmarks/README.md):
   python -m launch.main --config experiments/copd_study.py --workdir runs/copd_study
   -> runs/copd_study/artifacts/copd.md, pr_copd.png, pr_hospitalised.png, km_liability.png,
      km_ratio.png, gwas_s<seed>/
