@@ -16,7 +16,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from experiments import copd_study as copd_study_config
-from jaxml import trained
+from jaxml import runner, trained
+from jaxml.core.mesh import make_mesh
 from jaxml.data.sources import spirometry
 from jaxml.errors import ConfigError
 from jaxml.studies import copd as study
@@ -164,3 +165,15 @@ def test_bad_config_fails_before_training(never_trains, change, match):
   change(config)
   with pytest.raises(ConfigError, match=match):
     study.build(config)
+
+
+def test_gpu_variant_passes_every_check_that_needs_no_data():
+  """The GPU variant (not run in CI: 20,000 people at width 64) is a good study config, and
+  its run passes the runner's and the classifier's checks on the 8 simulated devices."""
+  config = copd_study_config.get_config("gpu")
+  study.validate(config)
+  run = study.run_config(config, 0, "noisy")
+  runner.require_settings(run)
+  runner.check_config(run, make_mesh())
+  assert (run.model.width, run.data.train_individuals, run.replicas.count) == (64, 20_000, 5)
+  assert run.num_steps == run.eval_every == run.checkpoint_every  # the study reads the end
