@@ -204,43 +204,48 @@ def _all_finite(features, valid) -> jax.Array:
   return jnp.all(jnp.isfinite(jnp.where(valid[:, None], features, 0)))
 
 
-def _check_inputs(features, labels, num_classes, mask, *, name: str = "") -> None:
-  """Raises ConfigError for inputs a probe cannot use; value checks only on concrete arrays."""
-  where = f" ({name})" if name else ""
+def check_inputs(features, labels, num_classes, mask=None, *, name: str = "",
+                 who: str = "linear probe") -> None:
+  """Raises ConfigError for inputs a probe cannot use; value checks only on concrete arrays.
+
+  `who` and `name` start each message ("linear probe (test): ..."), so that evaluators built
+  on these heads (few-shot, sparse probes) report under their own name.
+  """
+  where = f"{who} ({name})" if name else who
   if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
       or num_classes < 2:
-    raise ConfigError(f"linear probe{where}: num_classes must be an int >= 2, got {num_classes!r}")
+    raise ConfigError(f"{where}: num_classes must be an int >= 2, got {num_classes!r}")
   if np.ndim(features) != 2:
-    raise ConfigError(f"linear probe{where}: features must be 2-D [N, D], got shape "
+    raise ConfigError(f"{where}: features must be 2-D [N, D], got shape "
                       f"{np.shape(features)}")
   if np.ndim(labels) != 1 or np.shape(labels)[0] != np.shape(features)[0]:
-    raise ConfigError(f"linear probe{where}: labels must have shape [{np.shape(features)[0]}] "
+    raise ConfigError(f"{where}: labels must have shape [{np.shape(features)[0]}] "
                       f"to match features {np.shape(features)}, got {np.shape(labels)}")
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
-    raise ConfigError(f"linear probe{where}: labels must be integers, got dtype "
+    raise ConfigError(f"{where}: labels must be integers, got dtype "
                       f"{jnp.result_type(labels)}")
   if mask is not None and np.shape(mask) != np.shape(labels):
-    raise ConfigError(f"linear probe{where}: mask must have shape {np.shape(labels)}, got "
+    raise ConfigError(f"{where}: mask must have shape {np.shape(labels)}, got "
                       f"{np.shape(mask)}")
   if not (_is_concrete(labels) and (mask is None or _is_concrete(mask))):
     return
   valid = np.ones(np.shape(labels), bool) if mask is None else np.asarray(mask) != 0
   if not valid.any():
-    raise ConfigError(f"linear probe{where}: the mask selects no rows")
+    raise ConfigError(f"{where}: the mask selects no rows")
   valid_labels = np.asarray(labels)[valid]
   bad = (valid_labels < 0) | (valid_labels >= num_classes)
   if bad.any():
-    raise ConfigError(f"linear probe{where}: labels must lie in [0, {num_classes}), found "
+    raise ConfigError(f"{where}: labels must lie in [0, {num_classes}), found "
                       f"{valid_labels[bad][0]} ({int(bad.sum())} such rows)")
   if _is_concrete(features) and not bool(_all_finite(features, valid)):
-    raise ConfigError(f"linear probe{where}: features contain NaN or Inf in valid rows")
+    raise ConfigError(f"{where}: features contain NaN or Inf in valid rows")
 
 
 def fit_with_info(features, labels, num_classes: int, *, l2: float = 1e-4, mask=None,
                   max_iters: int = 500, tol: float = 1e-6,
                   standardize: bool = True) -> tuple[LinearHead, FitInfo]:
   """`fit`, also returning how the solve ended (objective, gradient norm, iterations)."""
-  _check_inputs(features, labels, num_classes, mask)
+  check_inputs(features, labels, num_classes, mask)
   if not (np.isscalar(l2) or np.ndim(l2) == 0) or (_is_concrete(l2) and not l2 >= 0):
     raise ConfigError(f"linear probe: l2 must be a scalar >= 0, got {l2!r}")
   if not isinstance(max_iters, (int, np.integer)) or max_iters < 1:
@@ -303,7 +308,7 @@ def select_l2(features, labels, num_classes: int, *, grid: Sequence[float] = DEF
   The split is a seeded permutation of the valid rows, expressed as two masks over all N
   rows, so every grid point reuses one compiled solve (l2 is traced, not static).
   """
-  _check_inputs(features, labels, num_classes, mask, name="select_l2")
+  check_inputs(features, labels, num_classes, mask, name="select_l2")
   if not grid or any(not float(l2) >= 0 for l2 in grid):
     raise ConfigError(f"select_l2: grid must be a non-empty sequence of l2 >= 0, got {grid!r}")
   if not 0 < val_fraction < 1:
@@ -329,7 +334,7 @@ def evaluate(train_features, train_labels, test_features, test_labels, num_class
   Returns Python floats: train_accuracy, test_accuracy, train_loss and test_loss (mean
   cross-entropy without the l2 term), l2 (the one used) and converged (1.0 or 0.0).
   """
-  _check_inputs(test_features, test_labels, num_classes, test_mask, name="test")
+  check_inputs(test_features, test_labels, num_classes, test_mask, name="test")
   if np.shape(test_features)[1] != np.shape(train_features)[1]:
     raise ConfigError(f"linear probe: train features have dim {np.shape(train_features)[1]} "
                       f"but test features {np.shape(test_features)[1]}")
