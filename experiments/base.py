@@ -37,6 +37,12 @@ def get_config(*, seed: int = 0, smoke: bool = False) -> ml_collections.ConfigDi
   c.progress = True  # a progress bar on the chief host
   # A linear head fitted on frozen features after training (algorithms with features).
   c.linear_probe = ml_collections.ConfigDict({"enabled": False, "l2": 1e-4})
+  # Few-shot ridge probes of frozen features on other tasks (jaxml/training/few_shot.py):
+  # tasks "name=source[@classes]" separated by ';' ("" off), e.g. "held_out=digits@5-9";
+  # logged as fewshot/<task>/<k>shot at the end and every `every` steps (0: the end only).
+  c.few_shot = ml_collections.ConfigDict({
+      "tasks": "", "shots": (1, 5, 10, 25), "draws": 5, "l2": 1e-2, "whiten": False,
+      "every": 0, "seed": 0})
   # R >= 2 replicas of this config trained side by side in one jitted step, differing only
   # in `vary` ("" all of init,order,keys; "none": bit-identical), their prediction difference
   # logged with every eval; window > 0 varies the order only within windows of that many

@@ -33,14 +33,15 @@ from jaxml.training.data import prepare_data
 from jaxml.training.evaluate import evaluate_test, linear_probe
 from jaxml.training.memory import check_batch_memory
 from jaxml.training.loop import train_loop
-from jaxml.training import replicas
+from jaxml.training import few_shot, replicas
 from jaxml.training.steps import Steps, skip_nonfinite
 
 NONFINITE_MODES = ("stop", "skip")
 # What the runner and the loop read; experiments/base.py defines them all.
 RUNNER_SETTINGS = ("seed", "num_devices", "batch_size", "eval_batch_size", "num_steps",
                    "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                   "init_from", "nonfinite", "progress", "linear_probe", "data", "replicas")
+                   "init_from", "nonfinite", "progress", "linear_probe", "few_shot", "data",
+                   "replicas")
 
 
 def run(config, workdir: str) -> dict:
@@ -82,6 +83,7 @@ def train(config, workdir: str, signals: Signals, progress: Progress) -> dict:
   dataset = load_dataset(config.data)
   check_batch_memory(config, dataset.fields, mesh)
   algorithm = build_algorithm(config, dataset)
+  probes = few_shot.load_tasks(config, dataset, algorithm.features is not None)
   is_chief = jax.process_index() == 0
   if is_chief:
     workdir_lib.write_config(workdir, config)
@@ -110,12 +112,14 @@ def train(config, workdir: str, signals: Signals, progress: Progress) -> dict:
     cleanup.callback(writer.close)
     progress.phase = TRAINING
     state, summary = train_loop(config, state, steps, dataset, mesh, train_key,
-                                checkpointer, writer, signals)
+                                checkpointer, writer, signals, probes)
     progress.phase, progress.step = FINAL, summary["step"]
     # A run resumed from its last checkpoint runs no steps and comes straight here.
     final = evaluate_test(steps, state, dataset, mesh, config.eval_batch_size, final=True)
     if steps.features is not None and config.linear_probe.enabled:
       final.update(linear_probe(steps, state, dataset, mesh, config))
+    if probes:
+      final.update(few_shot.evaluate(steps, state, probes, mesh, config))
     if algorithm.final_metrics is not None:  # e.g. play in the environments
       final.update(algorithm.final_metrics(state))
     writer.write(summary["step"], final)
@@ -234,6 +238,7 @@ def require_settings(config) -> None:
       "linear_probe.enabled": checks.flag, "linear_probe.l2": checks.non_negative,
       "data.prefetch": checks.count(0)})
   replicas.spec(config)
+  few_shot.check_config(config)
 
 
 def check_config(config, mesh) -> None:

@@ -56,11 +56,11 @@ def collect(fn, steps, state, split, mesh, batch_size: int):
   target = steps.algorithm.target
   if fn is None or target is None:
     raise ConfigError("this algorithm gives no such per-example outputs with targets")
-  got = _gather(split, mesh, batch_size, lambda b: {"outputs": fn(state, b), "target": b[target]})
+  got = gather(split, mesh, batch_size, lambda b: {"outputs": fn(state, b), "target": b[target]})
   return got["outputs"], got["target"]
 
 
-def _gather(split, mesh, batch_size: int, take) -> dict[str, np.ndarray]:
+def gather(split, mesh, batch_size: int, take) -> dict[str, np.ndarray]:
   """{name: [N, ...]} of `take(batch)` over a whole split, gathered onto every host, with
   the padding rows dropped."""
   parts: dict[str, list[np.ndarray]] = {}
@@ -83,7 +83,7 @@ def group_metrics(steps, state, dataset, mesh, batch_size: int, *,
   names, target = dataset.task.groups, steps.algorithm.target
   if not names or steps.predict is None or target is None:
     return {}
-  got = _gather(dataset.test, mesh, batch_size, lambda b: {
+  got = gather(dataset.test, mesh, batch_size, lambda b: {
       "outputs": steps.predict(state, b), "target": b[target], **{n: b[n] for n in names}})
   count = steps.algorithm.replicas
   outputs = [got["outputs"][:, r] for r in range(count)] if count else [got["outputs"]]
@@ -152,7 +152,7 @@ def partition_metrics(steps, state, dataset, mesh, batch_size: int) -> dict[str,
   target, task = steps.algorithm.target, dataset.task
   if task.kind != "partition" or steps.predict is None or target is None:
     return {}
-  got = _gather(dataset.test, mesh, batch_size,
+  got = gather(dataset.test, mesh, batch_size,
                 lambda b: {"labels": steps.predict(state, b), "target": b[target],
                            "steps": b[task.step_mask]})
   count = steps.algorithm.replicas

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from jaxml.core.preemption import Interrupted, Signals
 from jaxml.data.pipeline import Prefetcher, train_batch
 from jaxml.errors import NonFiniteError
+from jaxml.training import few_shot
 from jaxml.training.evaluate import evaluate_test
 
 
@@ -81,8 +82,9 @@ def _finite_mean(values: list[float]) -> float:
 
 
 def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writer,
-               signals: Signals):
-  """Runs steps [state.step, config.num_steps); returns (state, summary).
+               signals: Signals, probes=()):
+  """Runs steps [state.step, config.num_steps); returns (state, summary). `probes`: the
+  few-shot tasks evaluated every `few_shot.every` steps (`jaxml/training/few_shot.py`).
 
   A SIGTERM or SIGINT (`signals`) ends the step under way; the state is then checkpointed and
   `Interrupted` raised with the step, once the save is committed.
@@ -114,6 +116,9 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
           if step % config.eval_every == 0 and step != stop:
             writer.write(step, evaluate_test(steps, state, dataset, mesh,
                                              config.eval_batch_size))
+          if probes and config.few_shot.every and step % config.few_shot.every == 0 and (
+              step != stop):
+            writer.write(step, few_shot.evaluate(steps, state, probes, mesh, config))
           stop_for = signals.requested(step, checkpointer)
           if step % config.checkpoint_every == 0 or step == stop or stop_for:
             _log(step, pending, writer, bar, clock, host_metrics)  # no NaN checkpoint
