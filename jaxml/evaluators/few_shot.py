@@ -231,6 +231,11 @@ def evaluate(train_features, train_labels, test_features, test_labels, num_class
   return results
 
 
-def metrics(results: dict[int, FewShotResult], task: str) -> dict[str, float]:
-  """{"fewshot/<task>/<k>shot": mean accuracy} for a metric writer."""
-  return {f"fewshot/{task}/{k}shot": result.mean for k, result in results.items()}
+def metrics(results: dict[int, FewShotResult], prefix: str) -> dict[str, float]:
+  """{"<prefix>/<k>shot": mean accuracy, "<prefix>/<k>shot_std": its std over draws}; a run
+  logs them under `fewshot/<task>` (jaxml/training/few_shot.py)."""
+  out = {}
+  for k, result in results.items():
+    out[f"{prefix}/{k}shot"] = result.mean
+    out[f"{prefix}/{k}shot_std"] = result.std
+  return out

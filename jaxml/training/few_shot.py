@@ -151,8 +151,6 @@ def evaluate(steps, state, tasks, mesh, config) -> dict[str, float]:
           pick(train_x), train_y, pick(test_x), test_y, task.dataset.num_classes,
           shots=tuple(settings.shots), draws=int(settings.draws), l2=float(settings.l2),
           seed=int(settings.seed), whiten=bool(settings.whiten))
-      for k, result in results.items():
-        row[f"{task.name}/{k}shot"] = float(result.mean)
-        row[f"{task.name}/{k}shot_std"] = float(result.std)
+      row.update(few_shot_lib.metrics(results, task.name))
   merged = replicas.mean_and_each(rows) if count else rows[0]
   return {f"fewshot/{k}": v for k, v in merged.items()}

@@ -65,8 +65,9 @@ def test_evaluate_reports_each_draw_and_its_mean_and_std(data):
     np.testing.assert_array_equal(result.accuracies, np.asarray(expected))
     assert result.mean == pytest.approx(np.mean(result.accuracies))
     assert result.std == pytest.approx(np.std(result.accuracies))
-  assert few_shot.metrics(results, "blobs") == {
-      "fewshot/blobs/1shot": results[1].mean, "fewshot/blobs/3shot": results[3].mean}
+  assert few_shot.metrics(results, "fewshot/blobs") == {
+      "fewshot/blobs/1shot": results[1].mean, "fewshot/blobs/1shot_std": results[1].std,
+      "fewshot/blobs/3shot": results[3].mean, "fewshot/blobs/3shot_std": results[3].std}
 
 
 def test_draws_are_seeded_distinct_and_k_per_class(data):
