@@ -21,6 +21,7 @@ RUN_ELSEWHERE = {
     "experiments/odor_study.py": "tests/studies/test_odor.py",
     "experiments/diarization_study.py": "tests/studies/test_diarization.py",
     "experiments/copd_study.py": "tests/studies/test_copd.py",
+    "experiments/allo_study.py": "tests/studies/test_allo.py",
     "experiments/fairness.py": "tests/studies/test_fairness.py",
     "experiments/smooth_activations.py": "tests/studies/test_smooth_activations.py",
     # In-process through the runner, asserting one compilation per step; the launcher path

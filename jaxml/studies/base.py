@@ -22,9 +22,9 @@ from collections.abc import Callable
 from jaxml.errors import ConfigError
 
 # Modules of this package that are not studies.
-LIBRARY = ("base", "copd_gwas", "copd_report", "diarization_peers", "diarization_report",
-           "drift_peers", "fairness_report", "figures", "odor_peers", "odor_report", "results",
-           "runs", "smooth_activations_report", "tables")
+LIBRARY = ("allo_report", "base", "copd_gwas", "copd_report", "diarization_peers",
+           "diarization_report", "drift_peers", "fairness_report", "figures", "odor_peers",
+           "odor_report", "results", "runs", "smooth_activations_report", "tables")
 COMMON_OUTPUTS = ("config.json", "metrics.jsonl", "artifacts/summary.json",
                   "artifacts/metrics.png", "TensorBoard events")
 

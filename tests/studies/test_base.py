@@ -12,10 +12,11 @@ from tests.launch_utils import load_benchmark
 
 
 def test_studies_are_loaded_by_name(tmp_path):
-  assert base.available() == ["copd", "diarization", "dp_features", "drift", "early_readouts",
-                              "fairness", "mgdt", "odor", "smooth_activations", "unipi"]
-  with pytest.raises(ConfigError, match="unknown study 'nope'; available: copd, diarization, "
-                     "dp_features, drift, early_readouts, fairness, mgdt"):
+  assert base.available() == ["allo", "copd", "diarization", "dp_features", "drift",
+                              "early_readouts", "fairness", "mgdt", "odor",
+                              "smooth_activations", "unipi"]
+  with pytest.raises(ConfigError, match="unknown study 'nope'; available: allo, copd, "
+                     "diarization, dp_features, drift, early_readouts, fairness, mgdt"):
     run_study(ml_collections.ConfigDict({"study": "nope"}), str(tmp_path))
 
 
