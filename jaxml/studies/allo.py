@@ -47,6 +47,7 @@ import ml_collections
 import numpy as np
 
 from jaxml import trained
+from jaxml.core import files
 from jaxml.algos import classifier
 from jaxml.core import mesh as mesh_lib
 from jaxml.data import digit_attributes, load_dataset
@@ -63,8 +64,6 @@ HELD_OUT = (5, 6, 7, 8, 9)
 TASKS = ("identity", *digit_attributes.ATTRIBUTES)
 METHODS = ("frozen_ridge", "frozen_logreg", "pixels_logreg", "scratch_cnn")
 PARTS = ("fewshot", "units", "illustration")
-EXTRACTORS = {"thickness": digit_attributes.stroke_thickness, "slant": digit_attributes.slant,
-              "size": digit_attributes.size}
 # Which rows exist or how they are shown, not what is in them.
 SWEEP = ("seeds", "progress")
 
@@ -121,8 +120,11 @@ def held_out_images() -> dict[str, dict[str, np.ndarray]]:
   """{"train"|"test": {"image", "digit"}} of digits 5-9 (digit relabelled 0-4)."""
   data = load_dataset(ml_collections.ConfigDict(
       {"source": "digits", "prefetch": 0, "classes": HELD_OUT}))
-  return {name: {"image": split.arrays["image"], "digit": split.arrays["label"]}
-          for name, split in (("train", data.train), ("test", data.test))}
+  out = {}
+  for name, split in (("train", data.train), ("test", data.test)):
+    arrays = split.read(np.arange(len(split)))
+    out[name] = {"image": arrays["image"], "digit": arrays["label"]}
+  return out
 
 
 def task_labels(config, images: dict, seed: int) -> dict[str, dict[str, np.ndarray]]:
@@ -130,7 +132,7 @@ def task_labels(config, images: dict, seed: int) -> dict[str, dict[str, np.ndarr
   bins, noise = int(config.attributes.bins), float(config.attributes.noise)
   out = {"identity": {"train": images["train"]["digit"], "test": images["test"]["digit"]}}
   for i, name in enumerate(digit_attributes.ATTRIBUTES):
-    extract = EXTRACTORS[name]
+    extract = digit_attributes.EXTRACTORS[name]
     train_values = extract(images["train"]["image"])
     edges = digit_attributes.bin_edges(train_values, bins)
     train = digit_attributes.to_classes(train_values, edges)
@@ -150,7 +152,7 @@ def frozen_features(workdir: str, images: dict) -> dict[str, np.ndarray]:
   return out
 
 
-def _logreg_accuracy(train_x, train_y, test_x, test_y) -> float:
+def logreg_accuracy(train_x, train_y, test_x, test_y) -> float:
   from sklearn.linear_model import LogisticRegression  # pylint: disable=import-outside-toplevel
   from sklearn.pipeline import make_pipeline  # pylint: disable=import-outside-toplevel
   from sklearn.preprocessing import StandardScaler  # pylint: disable=import-outside-toplevel
@@ -213,9 +215,9 @@ def fewshot_row(config, features, images, labels, seed: int, scratch: Scratch) -
                                 l2=float(config.l2), seed=seed)[n]
       draws = few_shot.draw_shots(train_y, num_classes, n, int(config.draws), seed)
       scores = {"frozen_ridge": ridge.accuracies,
-                "frozen_logreg": [_logreg_accuracy(features["train"][r], train_y[r],
+                "frozen_logreg": [logreg_accuracy(features["train"][r], train_y[r],
                                                    features["test"], test_y) for r in draws],
-                "pixels_logreg": [_logreg_accuracy(pixels["train"][r], train_y[r],
+                "pixels_logreg": [logreg_accuracy(pixels["train"][r], train_y[r],
                                                    pixels["test"], test_y) for r in draws],
                 "scratch_cnn": [scratch.accuracy(
                     {"image": images["train"]["image"][r], "label": train_y[r]},
@@ -253,8 +255,9 @@ def illustration_row(config, features, images, labels, seed: int, path: str | No
                           float(config.l2))
     predicted[name] = np.asarray(linear_probe.predict(head, features["test"]))
     true[name] = labels[name]["test"]
-  agreement = illustration.agreement(predicted, true)
+  agreement = illustration.agreement(predicted, true, bins)
   if path is not None:
+    files.makedirs(os.path.dirname(path))
     rows = int(config.illustration.rows)
     illustration.sheet(images["test"]["image"][:rows],
                        illustration.illustrate({k: v[:rows] for k, v in predicted.items()}, bins),
