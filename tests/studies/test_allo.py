@@ -81,8 +81,8 @@ def test_the_encoder_never_saw_a_held_out_digit(smoke):
   assert run.dataset.num_classes == 5
 
 
-def test_rater_noise_reaches_the_training_labels_only(smoke):
-  config = smoke[0]
+def test_rater_noise_reaches_the_training_labels_only():
+  config = allo_study_config.get_config("smoke")
   images = study.held_out_images()
   labels = study.task_labels(config, images, 0)
   for name in ("thickness", "slant", "size"):
