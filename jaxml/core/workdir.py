@@ -32,7 +32,8 @@ from jaxml.errors import ConfigError
 # run stopped by one goes on). The seed, the data, the model, the optimizer, the batch size
 # and the device count (the DP batch padding depends on it) are the run.
 RESUMABLE = ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-             "progress", "nonfinite", "eval_batch_size", "data.prefetch", "linear_probe")
+             "progress", "nonfinite", "eval_batch_size", "data.prefetch", "linear_probe",
+             "few_shot")
 # A key the run's config.json lacks (added to jaxml since the run began) may appear with one of
 # these values: the "off" setting of a new option (`data.classes = ()`: every class) changes
 # nothing the run did, so the run stays resumable across the upgrade.

@@ -81,3 +81,14 @@ def test_a_block_added_since_the_run_began_is_no_change_when_all_of_it_is_off(tm
   workdir.check_same_config(str(tmp_path), _config(replicas=off))
   with pytest.raises(ConfigError, match=r"replicas \(absent\)→"):
     workdir.check_same_config(str(tmp_path), _config(replicas={**off, "count": 3}))
+
+
+def test_few_shot_probes_may_be_added_or_changed_on_resume(tmp_path):
+  """Few-shot probes only evaluate frozen features: a run from before the block existed, or
+  one resumed with other probe tasks, trains the same parameters."""
+  workdir.write_config(str(tmp_path), _config())  # written before the `few_shot` block existed
+  probes = {"tasks": "held_out=digits@5-9", "shots": (1, 5), "draws": 5, "l2": 1e-2,
+            "whiten": False, "every": 0, "seed": 0}
+  workdir.check_same_config(str(tmp_path), _config(few_shot=probes))
+  workdir.write_config(str(tmp_path), _config(few_shot=probes))
+  workdir.check_same_config(str(tmp_path), _config(few_shot={**probes, "tasks": ""}))
