@@ -110,3 +110,21 @@ def test_no_tasks_logs_nothing(tmp_path):
 def test_a_marked_overlap_is_measured(tmp_path):
   summary = runner.run(_config("seen!=digits@3-6", every=0), str(tmp_path))
   assert "fewshot/seen/5shot" in summary and "fewshot/seen!/5shot" not in summary
+
+
+def test_replicas_log_each_members_probe_and_their_mean(tmp_path):
+  config = _config(every=0)
+  config.replicas.count = 2
+  summary = runner.run(config, str(tmp_path))
+  run = trained.load(str(tmp_path))
+  (task,) = few_shot.load_tasks(run.config, run.dataset, True)
+  train_x, train_y = (np.asarray(a) for a in run.features(task.dataset.train))
+  test_x, test_y = (np.asarray(a) for a in run.features(task.dataset.test))
+  assert train_x.ndim == 3 and train_x.shape[1] == 2  # [N, R, D]
+  for k in SHOTS:
+    each = [few_shot_lib.evaluate(train_x[:, r], train_y, test_x[:, r], test_y, 5,
+                                  shots=(k,), draws=3, l2=float(config.few_shot.l2))[k].mean
+            for r in range(2)]
+    for r in range(2):
+      assert summary[f"fewshot/replica{r}/held_out/{k}shot"] == pytest.approx(each[r], abs=1e-5)
+    assert summary[f"fewshot/held_out/{k}shot"] == pytest.approx(np.mean(each), abs=1e-5)
