@@ -153,8 +153,10 @@ class DecisionTransformer(nnx.Module):
     patch_dim = patch_size * patch_size * image_shape[-1]
     init = nnx.initializers.normal(0.02)
     self.patch_embed = nnx.Linear(patch_dim, width, rngs=rngs)
-    self.patch_position = nnx.Param(init(rngs.params(), (self.patches, width)))
-    self.step_position = nnx.Param(init(rngs.params(), (context, width)))
+    # Learned positions as embedding tables looked up per example (rows gathered by index), so
+    # DP-SGD's ghost clipping handles them with its embedding rule.
+    self.patch_position = nnx.Embed(self.patches, width, embedding_init=init, rngs=rngs)
+    self.step_position = nnx.Embed(context, width, embedding_init=init, rngs=rngs)
     self.return_embed = nnx.Embed(num_return_bins, width, rngs=rngs)
     self.action_embed = nnx.Embed(num_actions, width, rngs=rngs)
     self.reward_embed = nnx.Embed(NUM_REWARD_CLASSES, width, rngs=rngs)
@@ -170,14 +172,17 @@ class DecisionTransformer(nnx.Module):
     batch, steps = returns.shape
     if steps > self.context:
       raise ValueError(f"{steps} steps exceed the model's context of {self.context}")
-    patches = self.patch_embed(patchify(frames, self.patch_size)) + self.patch_position[...]
+    patch_index = jnp.broadcast_to(jnp.arange(self.patches), (batch, steps, self.patches))
+    patches = (self.patch_embed(patchify(frames, self.patch_size))
+               + self.patch_position(patch_index))
     return_tokens = self.return_embed(returns)
     if self.single_return_token:  # later return slots carry their position only
       return_tokens = return_tokens * (jnp.arange(steps) == 0)[None, :, None]
     singles = jnp.stack([return_tokens, self.action_embed(actions),
                          self.reward_embed(rewards)], axis=2)  # [B, L, 3, width]
     step_tokens = jnp.concatenate([patches, singles], axis=2)
-    step_tokens = step_tokens + self.step_position[...][:steps, None, :]
+    step_index = jnp.broadcast_to(jnp.arange(steps), (batch, steps))
+    step_tokens = step_tokens + self.step_position(step_index)[:, :, None, :]
     return step_tokens.reshape(batch, steps * (self.patches + 3), -1)
 
   def _encode(self, frames, returns, actions, rewards, sow_weights=False) -> jax.Array:
