@@ -110,6 +110,8 @@ def train(config, workdir: str, signals: Signals, progress: Progress) -> dict:
     progress.step = int(state.step)
     writer = MetricWriter(workdir, start_step=progress.step)
     cleanup.callback(writer.close)
+    writer.write_hparams({**workdir_lib.config_json(config), **algorithm.record},
+                         metrics=algorithm.headline)
     progress.phase = TRAINING
     state, summary = train_loop(config, state, steps, dataset, mesh, train_key,
                                 checkpointer, writer, signals, probes)
@@ -125,7 +127,7 @@ def train(config, workdir: str, signals: Signals, progress: Progress) -> dict:
     writer.write(summary["step"], final)
     summary.update(final)
   summary.update(algo=config.algo, headline=list(algorithm.headline), completed=True,
-                 preempted=False)
+                 preempted=False, record=dict(algorithm.record))
   if is_chief:
     workdir_lib.write_artifacts(workdir, summary, writer.path)
   summary["workdir"] = workdir

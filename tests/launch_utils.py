@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import glob
 import importlib
 import importlib.util
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
@@ -136,6 +138,35 @@ def assert_config_and_headline(experiment, proc, workdir):
 def read_json(path):
   with open(path, encoding="utf-8") as f:
     return json.load(f)
+
+
+def tfevents(workdir):
+  """Every event of the TensorBoard event files in `workdir`, oldest file first, read from
+  the raw TFRecord framing (no TensorFlow)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  for path in sorted(glob.glob(os.path.join(str(workdir), "events.out.tfevents.*"))):
+    with open(path, "rb") as f:
+      data = f.read()
+    offset = 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      yield event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+
+
+def tensorboard_hparams(workdir) -> dict:
+  """The hparams of the newest session the event files of `workdir` start, by name, as
+  their plain values (str, bool or float)."""
+  from tensorboardX.proto import plugin_hparams_pb2  # pylint: disable=import-outside-toplevel
+  found = {}
+  for event in tfevents(workdir):
+    for value in event.summary.value:
+      if value.tag == "_hparams_/session_start_info":
+        data = plugin_hparams_pb2.HParamsPluginData.FromString(
+            value.metadata.plugin_data.content)
+        found = {name: getattr(v, v.WhichOneof("kind"))
+                 for name, v in data.session_start_info.hparams.items()}
+  return found
 
 
 def assert_rerun_trains_nothing(experiment: str, workdir) -> None:

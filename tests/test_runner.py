@@ -1,8 +1,6 @@
 """The runner in-process: sharding invariance, one compile per step, metrics, NaN policies."""
 
-import glob
 import json
-import struct
 
 import numpy as np
 import pytest
@@ -14,7 +12,8 @@ from jaxml.data.pipeline import batch_indices
 from jaxml.errors import NonFiniteError
 from tests import plugin_data
 from tests.algos import smoke
-from tests.launch_utils import assert_same_arrays, restore_arrays
+from tests.launch_utils import (assert_same_arrays, restore_arrays, tensorboard_hparams,
+                                tfevents)
 
 
 def _config(**overrides):
@@ -48,21 +47,9 @@ def test_train_and_eval_steps_compile_once(tmp_path):
   smoke.run_compiling_once(_config(), tmp_path)
 
 
-def _tfevent_tags(path):
-  """Scalar tags in a TensorBoard event file, read from the raw TFRecord framing."""
-  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
-  tags, data = set(), open(path, "rb").read()
-  offset = 0
-  while offset < len(data):
-    (length,) = struct.unpack("<Q", data[offset:offset + 8])
-    event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
-    tags.update(v.tag for v in event.summary.value)
-    offset += 12 + length + 4
-  return tags
-
-
 def test_metrics_jsonl_tensorboard_and_summary(tmp_path):
-  summary = runner.run(_config(**{"linear_probe.enabled": True}), str(tmp_path))
+  config = _config(**{"linear_probe.enabled": True})
+  summary = runner.run(config, str(tmp_path))
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   train_steps = [r["step"] for r in rows if "train/loss" in r]
   assert train_steps == [5, 10, 15, 20]
@@ -73,8 +60,13 @@ def test_metrics_jsonl_tensorboard_and_summary(tmp_path):
   assert rows[-1] == {"step": 20, **{k: v for k, v in summary.items()
                                      if k.startswith(("eval/", "probe/"))}}
   assert 0 <= summary["perf/input_wait_fraction"] < 1
-  tags = _tfevent_tags(glob.glob(str(tmp_path / "events.out.tfevents.*"))[0])
+  tags = {v.tag for event in tfevents(tmp_path) for v in event.summary.value}
   assert {"train/loss", "eval/accuracy", "probe/test_accuracy"} <= tags
+  # Every run's hparams are its config (flattened, dotted) and its algorithm's record.
+  hparams = tensorboard_hparams(tmp_path)
+  assert hparams["num_steps"] == 20 and hparams["model.name"] == config.model.name
+  assert hparams["linear_probe.enabled"] is True and summary["record"] == {}
+  assert json.loads(hparams["model.channels"]) == list(config.model.channels)
   assert json.load(open(tmp_path / "config.json"))["num_steps"] == 20
 
 

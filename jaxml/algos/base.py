@@ -33,6 +33,11 @@ Functions and what the runner does with them:
 - `final_metrics(state) -> {name: float}` (optional): computed once after training, on the
   host (e.g. play in the environments); logged as the last row and kept in the summary.
 - `headline`: the metric names the launcher prints at the end of a run.
+- `record`: {name: str, bool, int or float}, host-side values the run was built with that its
+  config does not state, so that the workdir alone says what the run used (e.g. DP-SGD's
+  calibrated noise multiplier, sampling rate, δ, accountant and final ε). The runner writes
+  them into artifacts/summary.json under `record` and, beside the config's values, as the
+  run's TensorBoard hparams (`MetricWriter.write_hparams`).
 - `replicas`: set by the runner, never by an algorithm: R >= 2 when the config's `replicas`
   block wraps the algorithm to train R replicas side by side (`jaxml.training.replicas`,
   which says what then changes: a replica axis on the state, [B, R, ...] per-example
@@ -86,4 +91,5 @@ class Algorithm:
   sampler: BatchSampler | None = None
   host_metrics: Callable[[int], dict[str, float]] | None = None
   final_metrics: Callable[[Any], dict[str, float]] | None = None
+  record: Mapping[str, str | bool | int | float] = dataclasses.field(default_factory=dict)
   replicas: int = 0

@@ -2,7 +2,9 @@
 
 `config.dp.enabled` trains it with DP-SGD instead: Poisson-sampled batches, per-example
 clipping (ghost norms where the model allows), Gaussian noise calibrated to the budget, and
-the privacy spent logged as `dp/epsilon`. The algorithm contract is `jaxml/algos/base.py`.
+the privacy spent logged as `dp/epsilon`. What the plan fixed (the calibrated noise
+multiplier, the sampling, δ, the accountant, the final ε) is the run's `record`, so its ε can
+be recomputed from the workdir. The algorithm contract is `jaxml/algos/base.py`.
 """
 
 from __future__ import annotations
@@ -103,7 +105,10 @@ def build(config, dataset) -> Algorithm:
       # Batches are sampled as the accounting assumes (Poisson, padded with a mask).
       sampler=BatchSampler(dp_sgd.batch_sampler(dp_plan, len(dataset.train)),
                            dp_plan.batch_size),
-      host_metrics=lambda step: {"dp/epsilon": tracker.epsilon_at(step)}, **common)
+      host_metrics=lambda step: {"dp/epsilon": tracker.epsilon_at(step)},
+      # The same memoised number the last train row logs.
+      record={**dp_plan.record(len(dataset.train)), "dp/epsilon": tracker.final_epsilon},
+      **common)
 
 
 def fields_of(dataset) -> tuple[str, str]:

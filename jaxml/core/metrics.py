@@ -9,11 +9,15 @@ them, a remote run writes no event files and says so once.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import math
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import jax
 from tensorboardX import SummaryWriter
+from tensorboardX.summary import hparams as hparams_summary
 
 from jaxml.core import files
 
@@ -58,11 +62,38 @@ class MetricWriter:
       for name, value in metrics.items():
         self._tb.add_scalar(name, float(value), global_step=int(step))
 
+  def write_hparams(self, values: Mapping[str, Any], metrics: Iterable[str] = ()) -> None:
+    """The run's TensorBoard hparams: `values` flattened (`flat_hparams`), with `metrics`
+    the scalar tags the hparams dashboard shows beside them. Written into the run's own
+    event file (not a side folder, as `SummaryWriter.add_hparams` would), once per start."""
+    if not self.active or self._tb is None:
+      return
+    experiment, session_start, _ = hparams_summary(flat_hparams(values), dict.fromkeys(metrics))
+    for summary in (experiment, session_start):
+      self._tb.file_writer.add_summary(summary)
+
   def close(self) -> None:
     if self.active:
       self._jsonl.close()
       if self._tb is not None:
         self._tb.close()
+
+
+def flat_hparams(values: Mapping[str, Any], prefix: str = "") -> dict[str, str | bool | float]:
+  """`values` as TensorBoard hparams: nested mappings flattened to dotted keys, numbers as
+  floats, lists and other values as their JSON text, None left out."""
+  flat = {}
+  for key, value in values.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      flat.update(flat_hparams(value, f"{name}."))
+    elif isinstance(value, (str, bool)):
+      flat[name] = value
+    elif isinstance(value, (int, float)):
+      flat[name] = float(value)
+    elif value is not None:
+      flat[name] = json.dumps(value, default=str)
+  return flat
 
 
 def _tensorboard_can_write(workdir) -> bool:

@@ -1,8 +1,10 @@
 """The workdir contract that every training run and every study leaves (local or gs://):
 
   config.json            the resolved config
-  metrics.jsonl          one JSON object per logged step (and TensorBoard events beside it)
-  artifacts/summary.json the final numbers, with the headline metric names
+  metrics.jsonl          one JSON object per logged step (and TensorBoard events beside it,
+                         whose hparams are the config and the algorithm's `record`)
+  artifacts/summary.json the final numbers, with the headline metric names and, under
+                         `record`, what the algorithm resolved at build (jaxml/algos/base.py)
   artifacts/metrics.png  curves of what was logged
   .jaxml-lock            while a run holds the workdir: its host and pid (jaxml/core/lock.py)
   metrics.jsonl.damaged  only after a resume repaired metrics.jsonl: the lines it cut out

@@ -30,6 +30,21 @@ class DpSgdPlan:
   expected_batch_size: float
   batch_size: int  # the (padded) global batch the jitted step sees
 
+  def record(self, num_examples: int) -> dict[str, str | int | float]:
+    """What the plan fixed, under the names a run records (`Algorithm.record`): with the
+    run's final ε (`BudgetTracker.final_epsilon`, which the caller adds as `dp/epsilon`),
+    enough to recompute that ε with dp_accounting alone (the event of each sampling scheme
+    and its neighbouring relation: `accounting`'s docstring)."""
+    spec = self.spec
+    return {"dp/noise_multiplier": float(spec.noise_multiplier), "dp/sampling": spec.sampling,
+            "dp/sampling_probability": float(spec.sampling_probability),
+            "dp/expected_batch_size": float(self.expected_batch_size),
+            "dp/padded_batch_size": int(self.batch_size), "dp/num_examples": int(num_examples),
+            "dp/steps": int(spec.steps), "dp/delta": float(spec.delta),
+            "dp/l2_clip": float(self.l2_clip), "dp/clipping": self.clipping,
+            "dp/accountant": spec.accountant,
+            "dp/neighboring_relation": accounting.neighboring_relation(spec.sampling).name.lower()}
+
 
 def plan(dp_config, *, num_examples: int, batch_size: int, num_steps: int,
          num_devices: int) -> DpSgdPlan:

@@ -2,13 +2,16 @@
 
 import json
 
+import dp_accounting
 import numpy as np
 import pytest
+from dp_accounting import pld, rdp
 
 from experiments import classifier as classifier_config
 from jaxml import runner
 from jaxml.privacy import accounting
-from tests.launch_utils import assert_same_arrays, restore_arrays
+from tests.launch_utils import (assert_same_arrays, read_json, restore_arrays,
+                                tensorboard_hparams)
 
 
 def _config(**dp):
@@ -30,6 +33,52 @@ def test_logged_epsilon_is_the_accountants_and_reaches_the_target(tmp_path):
         accounting.epsilon(sigma, 64 / n, row["step"], n ** -1.1), rel=1e-6)
   assert rows[-1]["dp/epsilon"] == pytest.approx(3.0, rel=1e-3)
   assert all(0 < r["train/batch_size"] < 128 for r in rows)  # Poisson sizes, not fixed
+
+
+def _epsilon_from_record(record: dict) -> float:
+  """The run's ε from its recorded parameters alone, straight from dp_accounting (written
+  here from the schemes' definitions, not through jaxml.privacy.accounting)."""
+  sigma, steps = record["dp/noise_multiplier"], record["dp/steps"]
+  relation = dp_accounting.NeighboringRelation[record["dp/neighboring_relation"].upper()]
+  if record["dp/sampling"] == "poisson":
+    event = dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
+        record["dp/sampling_probability"], dp_accounting.GaussianDpEvent(sigma)), steps)
+  else:  # without_replacement, under replace-one: the sum's sensitivity is 2C
+    assert record["dp/sampling"] == "without_replacement", record
+    event = dp_accounting.SelfComposedDpEvent(dp_accounting.SampledWithoutReplacementDpEvent(
+        record["dp/num_examples"], int(record["dp/expected_batch_size"]),
+        dp_accounting.GaussianDpEvent(sigma / 2)), steps)
+  accountant = {"rdp": rdp.RdpAccountant, "pld": pld.PLDAccountant}[record["dp/accountant"]]
+  return accountant(neighboring_relation=relation).compose(event).get_epsilon(
+      record["dp/delta"])
+
+
+@pytest.mark.parametrize("dp", [dict(target_epsilon=3.0),
+                                dict(sampling="without_replacement", noise_multiplier=1.5,
+                                     target_epsilon=0.0, clipping="vmap")])
+def test_workdir_alone_rederives_the_logged_epsilon(tmp_path, dp):
+  config = _config(**dp)
+  runner.run(config, str(tmp_path))
+  record = read_json(tmp_path / "artifacts" / "summary.json")["record"]
+  n, batch = 1437, config.batch_size
+  assert record == {**record, "dp/sampling": config.dp.sampling, "dp/steps": 12,
+                    "dp/num_examples": n, "dp/sampling_probability": batch / n,
+                    "dp/expected_batch_size": batch, "dp/delta": n ** -1.1,
+                    "dp/l2_clip": config.dp.l2_clip, "dp/clipping": config.dp.clipping,
+                    "dp/accountant": "rdp"}
+  if config.dp.sampling == "poisson":  # padded to a multiple of the 8 devices
+    assert record["dp/padded_batch_size"] > batch and record["dp/padded_batch_size"] % 8 == 0
+  else:
+    assert record["dp/noise_multiplier"] == 1.5 and record["dp/padded_batch_size"] == batch
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl") if "dp/epsilon" in l]
+  assert rows[-1]["step"] == 12 and rows[-1]["dp/epsilon"] == record["dp/epsilon"]
+  assert _epsilon_from_record(record) == pytest.approx(record["dp/epsilon"], rel=1e-9)
+  if dp.get("target_epsilon"):  # σ as calibrated, not as configured
+    assert config.dp.noise_multiplier != record["dp/noise_multiplier"]
+    assert record["dp/epsilon"] == pytest.approx(3.0, rel=1e-3)
+  hparams = tensorboard_hparams(tmp_path)
+  assert {k: hparams[k] for k in record} == record
+  assert hparams["dp.enabled"] is True
 
 
 def test_sharded_dp_run_equals_single_device(tmp_path):

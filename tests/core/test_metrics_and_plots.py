@@ -3,8 +3,9 @@
 import json
 import logging
 
-from jaxml.core.metrics import MetricWriter, read_metrics
+from jaxml.core.metrics import MetricWriter, flat_hparams, read_metrics
 from jaxml.core.plots import curve_names, plot_metrics
+from tests.launch_utils import tensorboard_hparams
 
 
 def test_writer_rows_and_resume_truncation(tmp_path):
@@ -39,6 +40,19 @@ def test_resume_repairs_a_damaged_log(tmp_path, caplog):
   assert rows == [{"step": 10, "train/loss": 1.0}, {"step": 20, "train/loss": 0.5},
                   {"step": 30, "train/loss": 0.25}]
   assert (tmp_path / "metrics.jsonl.damaged").read_bytes().count(b"\n") == 3
+
+
+def test_hparams_are_flattened_into_the_runs_own_event_file(tmp_path):
+  values = {"seed": 3, "dp": {"enabled": True, "delta": 0.0, "sampling": "poisson"},
+            "model": {"channels": [8, 16]}, "init_from": None, "dp/epsilon": 2.5}
+  flat = {"seed": 3.0, "dp.enabled": True, "dp.delta": 0.0, "dp.sampling": "poisson",
+          "model.channels": "[8, 16]", "dp/epsilon": 2.5}
+  assert flat_hparams(values) == flat
+  writer = MetricWriter(str(tmp_path), active=True)
+  writer.write_hparams(values, metrics=("eval/accuracy",))
+  writer.close()
+  assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []  # no side folder
+  assert tensorboard_hparams(tmp_path) == flat
 
 
 def test_inactive_writer_writes_nothing(tmp_path):
