@@ -6,9 +6,12 @@ Every method is a frozen dataclass holding its hyperparameters and noise multipl
   fit(key, x, y, valid) -> W [d, k]      pure and jittable; x [n, d] features, y [n, k] one-hot
                                          labels, valid [n] (padding rows are zeroed first, so
                                          they add nothing to any sum)
-  event(num_classes)    -> DpEvent       on the host: exactly the Gaussian releases `fit` makes
+  releases(num_classes) -> [dict]       on the host: exactly the Gaussian releases `fit` makes,
+                                         as data (`release`): what a results row records
+  event(num_classes)    -> DpEvent       the releases as one `dp_accounting` event (`event_of`)
 
-so the accounting is read off the object that does the releasing and cannot drift from it.
+so the accounting is read off the object that does the releasing and cannot drift from it, and
+a recorded list of releases is enough to recompute its ε with dp_accounting alone.
 
 Features must already have rows of L2 norm <= `feature_clip` (`clip_rows`). The releases and
 their L2 sensitivities to adding or removing one example (x, y):
@@ -81,10 +84,27 @@ def _masked(x, y, valid):
   return x * keep, y * keep
 
 
-def _gaussians(*sigmas_and_counts) -> dp_accounting.DpEvent:
-  events = [dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(s), count)
-            for s, count in sigmas_and_counts if count > 0]
-  return dp_accounting.ComposedDpEvent(events)
+def release(what: str, noise_multiplier: float, count: int,
+            sampling_probability: float | None = None) -> dict:
+  """`count` Gaussian releases of the statistic `what` with noise multiplier σ (noise std over
+  add/remove-one sensitivity), each Poisson-subsampled with `sampling_probability` if given."""
+  out = {"what": what, "noise_multiplier": float(noise_multiplier), "count": int(count)}
+  if sampling_probability is not None:
+    out["sampling_probability"] = float(sampling_probability)
+  return out
+
+
+def event_of(releases) -> dp_accounting.DpEvent:
+  """The composition of `releases` (`release`), accounted under add/remove-one (one
+  release's own event where there is only one)."""
+  events = []
+  for r in releases:
+    step = dp_accounting.GaussianDpEvent(r["noise_multiplier"])
+    if "sampling_probability" in r:
+      step = dp_accounting.PoissonSampledDpEvent(r["sampling_probability"], step)
+    if r["count"] > 0:
+      events.append(dp_accounting.SelfComposedDpEvent(step, r["count"]))
+  return events[0] if len(events) == 1 else dp_accounting.ComposedDpEvent(events)
 
 
 def _split(sigma_total: float, fraction: float, releases: int) -> float:
@@ -127,9 +147,12 @@ class LeastSquares:
     return cls(feature_clip, _split(sigma_total, gram_budget, 1),
                _split(sigma_total, 1 - gram_budget, 1), l2, l2_noise)
 
-  def event(self, num_classes: int) -> dp_accounting.DpEvent:
+  def releases(self, num_classes: int) -> list[dict]:
     del num_classes
-    return _gaussians((self.sigma_gram, 1), (self.sigma_moment, 1))
+    return [release("gram", self.sigma_gram, 1), release("moment", self.sigma_moment, 1)]
+
+  def event(self, num_classes: int) -> dp_accounting.DpEvent:
+    return event_of(self.releases(num_classes))
 
   def fit(self, key, x, y, valid):
     x, y = _masked(x, y, valid)
@@ -164,9 +187,13 @@ class Newton:
     return cls(feature_clip, _split(sigma_total, hessian_budget, releases),
                _split(sigma_total, 1 - hessian_budget, releases), l2, steps, l2_noise)
 
+  def releases(self, num_classes: int) -> list[dict]:
+    count = num_classes * self.steps
+    return [release("hessian", self.sigma_hessian, count),
+            release("gradient", self.sigma_grad, count)]
+
   def event(self, num_classes: int) -> dp_accounting.DpEvent:
-    releases = num_classes * self.steps
-    return _gaussians((self.sigma_hessian, releases), (self.sigma_grad, releases))
+    return event_of(self.releases(num_classes))
 
   def fit(self, key, x, y, valid):
     x, y = _masked(x, y, valid)
@@ -218,9 +245,13 @@ class FeatureCovariance:
     return cls(feature_clip, _split(sigma_total, gram_budget, 1),
                _split(sigma_total, 1 - gram_budget, steps), l2, steps, learning_rate, l2_noise)
 
-  def event(self, num_classes: int) -> dp_accounting.DpEvent:
+  def releases(self, num_classes: int) -> list[dict]:
     del num_classes
-    return _gaussians((self.sigma_gram, 1), (self.sigma_grad, self.steps))
+    return [release("gram", self.sigma_gram, 1),
+            release("gradient", self.sigma_grad, self.steps)]
+
+  def event(self, num_classes: int) -> dp_accounting.DpEvent:
+    return event_of(self.releases(num_classes))
 
   def fit(self, key, x, y, valid):
     x, y = _masked(x, y, valid)
@@ -258,11 +289,13 @@ class SgdHead:
   learning_rate: float
   l2: float = 0.0
 
-  def event(self, num_classes: int) -> dp_accounting.DpEvent:
+  def releases(self, num_classes: int) -> list[dict]:
     del num_classes
-    return dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
-        self.sampling_probability, dp_accounting.GaussianDpEvent(self.noise_multiplier)),
-        self.steps)
+    return [release("clipped gradient sum", self.noise_multiplier, self.steps,
+                    self.sampling_probability)]
+
+  def event(self, num_classes: int) -> dp_accounting.DpEvent:
+    return event_of(self.releases(num_classes))
 
   def fit(self, key, x, y, valid):
     x, y = _masked(x, y, valid)

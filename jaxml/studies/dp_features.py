@@ -20,8 +20,12 @@ Features" (Mehta et al.), end to end:
 
 Each finished cell is a row of the study's results log (`results.jsonl`, keyed by method,
 ε and seed under a fingerprint of every other setting); run again on the same workdir, cells
-already there for the same settings are skipped. Artifacts: `table.md` (test accuracy, mean ±
-std over seeds, and whether the paper's ordering holds here) and `accuracy_vs_epsilon.png`,
+already there for the same settings are skipped. A row records its privacy in full: the
+releases its method made (`linear_heads.release`: σ, count, DP-SGD's sampling rate), δ, the
+accountant, the neighbouring relation and the ε they compose to (`epsilon_accounted`), so
+that ε can be recomputed from the row alone. Artifacts: `table.md` (test accuracy, mean ±
+std over seeds, whether the paper's ordering holds here, and each cell's releases, δ,
+accountant and ε) and `accuracy_vs_epsilon.png`,
 next to the common study outputs (jaxml/studies/base.py). Seeds vary the privacy noise and
 DP-SGD's sampling; the encoder is trained once.
 
@@ -221,7 +225,10 @@ def fit(config, workdir: str) -> dict:
                "test_accuracy": float(test_acc), "train_accuracy": float(train_acc),
                "epsilon_accounted": None if math.isinf(spent) else spent, "delta": delta,
                "noise": {k: v for k, v in vars(method).items()
-                         if k.startswith("sigma") or k == "noise_multiplier"}}
+                         if k.startswith("sigma") or k == "noise_multiplier"},
+               # With δ, what recomputes epsilon_accounted with dp_accounting alone.
+               "accountant": config.accountant, "neighboring_relation": "add_or_remove_one",
+               "releases": method.releases(num_classes)}
         logging.info("dp_features %s eps=%s seed=%s: test accuracy %.4f", name, stored_eps,
                      seed, test_acc)
         log.put(key, row)
@@ -259,6 +266,25 @@ def _ordering_text(order: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+def privacy_table(rows) -> str:
+  """What each private cell released and spent (the same for every seed), in markdown: from
+  its results row, enough to recompute its ε with dp_accounting (rows written before rows
+  recorded releases show "?")."""
+  lines = ["Privacy of each cell (add/remove-one neighbours): the Gaussian releases as "
+           "noise multiplier σ × count (q: Poisson sampling rate), δ, accountant and the ε "
+           "they compose to.\n", "| method | ε | releases | δ | accountant | ε accounted |",
+           "|---|---|---|---|---|---|"]
+  cells = {(r["label"], r["eps"]): r for r in rows if r["epsilon"] is not None}
+  for (label, eps), row in sorted(cells.items()):
+    releases = ", ".join(
+        f"{r['what']} σ={r['noise_multiplier']:.4g} × {r['count']}"
+        + (f" (q={r['sampling_probability']:g})" if "sampling_probability" in r else "")
+        for r in row.get("releases", ())) or "?"
+    lines.append(f"| {label} | {eps:g} | {releases} | {row['delta']:.3g} | "
+                 f"{row.get('accountant', '?')} | {row['epsilon_accounted']:.4g} |")
+  return "\n".join(lines) + "\n"
+
+
 def report(config, rows, probe_accuracy: float, workdir: str | None, *, delta: float,
            num_train: int, feature_dim: int) -> dict:
   """The table, plot and summary of the study's rows (files only when `workdir` is given)."""
@@ -285,7 +311,7 @@ def report(config, rows, probe_accuracy: float, workdir: str | None, *, delta: f
           f"seeds {list(config.seeds)}; δ = {delta:.3g}, n = {num_train} private training "
           f"examples, {feature_dim}-dim features. ε = ∞ is the same method without noise. "
           f"Non-private probe (softmax, l2 by held-out split): {100 * probe_accuracy:.1f}.\n\n"
-          f"{table}\n{_ordering_text(order)}")
+          f"{table}\n{_ordering_text(order)}\n{privacy_table(labelled)}")
   files.write_text(os.path.join(artifacts, "table.md"), text)
   figures.plot_vs_x(label_stats, list(labels.values()), epsilons,
                     os.path.join(artifacts, "accuracy_vs_epsilon.png"),

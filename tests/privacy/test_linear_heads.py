@@ -154,6 +154,19 @@ def test_events_count_every_release():
       0.25, dp_accounting.GaussianDpEvent(1.5)), 9)
 
 
+def test_releases_are_the_event_as_data():
+  """What a results row records: each release's σ, count and (DP-SGD) sampling rate."""
+  assert so.Newton(1.0, 2.0, 3.0, 1.0, steps=4).releases(5) == [
+      {"what": "hessian", "noise_multiplier": 2.0, "count": 20},
+      {"what": "gradient", "noise_multiplier": 3.0, "count": 20}]
+  assert so.SgdHead(1.0, 1.5, 0.25, 9, 1.0).releases(5) == [
+      {"what": "clipped gradient sum", "noise_multiplier": 1.5, "count": 9,
+       "sampling_probability": 0.25}]
+  assert so.FeatureCovariance(1.0, 2.0, 3.0, 1.0, steps=7).releases(5) == [
+      {"what": "gram", "noise_multiplier": 2.0, "count": 1},
+      {"what": "gradient", "noise_multiplier": 3.0, "count": 7}]
+
+
 @pytest.mark.parametrize("cls,kwargs", [
     (so.LeastSquares, dict(l2=1.0, gram_budget=0.3)),
     (so.Newton, dict(l2=1.0, steps=3, hessian_budget=0.6)),

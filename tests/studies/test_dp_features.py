@@ -3,8 +3,10 @@
 import json
 import math
 
+import dp_accounting
 import numpy as np
 import pytest
+from dp_accounting import pld, rdp
 
 from experiments import dp_transfer
 from jaxml import runner
@@ -41,6 +43,21 @@ def _rows(workdir):
   return [json.loads(line) for line in open(f"{workdir}/results.jsonl")]
 
 
+def _epsilon_from_row(row) -> float:
+  """A cell's ε from its results row alone, straight from dp_accounting (not through jaxml):
+  every recorded release a self-composed Gaussian, Poisson-subsampled where it says so."""
+  events = []
+  for release in row["releases"]:
+    event = dp_accounting.GaussianDpEvent(release["noise_multiplier"])
+    if "sampling_probability" in release:
+      event = dp_accounting.PoissonSampledDpEvent(release["sampling_probability"], event)
+    events.append(dp_accounting.SelfComposedDpEvent(event, release["count"]))
+  relation = dp_accounting.NeighboringRelation[row["neighboring_relation"].upper()]
+  accountant = {"rdp": rdp.RdpAccountant, "pld": pld.PLDAccountant}[row["accountant"]]
+  return accountant(neighboring_relation=relation).compose(
+      dp_accounting.ComposedDpEvent(events)).get_epsilon(row["delta"])
+
+
 def test_every_cell_spends_exactly_its_epsilon(public_workdir, tmp_path):
   summary = runner.run(_config(public_workdir), str(tmp_path))
   rows = _rows(tmp_path)
@@ -54,6 +71,11 @@ def test_every_cell_spends_exactly_its_epsilon(public_workdir, tmp_path):
       assert all(v == 0 for v in row["noise"].values())
     else:
       assert row["epsilon_accounted"] == pytest.approx(row["epsilon"], rel=2e-3)
+      # The row alone says what was released: its ε recomputes to the one it recorded.
+      assert row["accountant"] == "rdp" and row["releases"]
+      assert _epsilon_from_row(row) == pytest.approx(row["epsilon_accounted"], rel=1e-9)
+      sigmas = sorted(r["noise_multiplier"] for r in row["releases"])
+      assert sigmas == sorted(row["noise"].values())
   by_cell = {(r["method"], r["epsilon"], r["seed"]): r["test_accuracy"] for r in rows}
   for method in METHODS:
     assert by_cell[(method, None, 0)] == by_cell[(method, None, 1)]  # no noise: seed-free
@@ -64,6 +86,9 @@ def test_every_cell_spends_exactly_its_epsilon(public_workdir, tmp_path):
   table = open(tmp_path / "artifacts" / "table.md").read()
   for label in ("DP-LS", "DP-Newton", "DP-FC", "DP-SGD", "ε = ∞", "smallest ε"):
     assert label in table
+  sgd = next(r for r in rows if r["method"] == "sgd" and r["epsilon"] == 1.0)
+  assert (f"| DP-SGD | 1 | clipped gradient sum σ={sgd['noise']['noise_multiplier']:.4g} × 10 "
+          f"(q=1) | {sgd['delta']:.3g} | rdp | {sgd['epsilon_accounted']:.4g} |") in table
   assert (tmp_path / "artifacts" / "accuracy_vs_epsilon.png").stat().st_size > 1000
   assert set(summary["ordering"]) == {"ls_best_at_smallest_epsilon", "fc_gap_to_best",
                                       "fc_robust"}
