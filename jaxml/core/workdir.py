@@ -40,6 +40,12 @@ RESUMABLE = ("num_steps", "log_every", "eval_every", "checkpoint_every", "keep_c
 # these values: the "off" setting of a new option (`data.classes = ()`: every class) changes
 # nothing the run did, so the run stays resumable across the upgrade.
 OFF = (None, False, "", [], {})
+# A RESUMABLE key that the run's own config ties down when all the settings named here are on
+# (truthy) in its config.json: DP-SGD with dp.target_epsilon calibrates its noise multiplier so
+# that ε reaches the target at num_steps; a new num_steps would recalibrate the noise of the
+# steps to come while the steps done used the old one, and the ε logged would understate the
+# privacy spent.
+PINNED = {"num_steps": ("dp.enabled", "dp.target_epsilon")}
 _SHOWN = 3  # differing keys spelled out in the refusal; the rest are counted
 _ABSENT = object()
 
@@ -65,7 +71,17 @@ def check_same_config(workdir: str, config) -> None:
   except ValueError as err:  # edited by hand: not the run's record any more
     raise ConfigError(f"{files.as_str(path)} is not JSON ({err}); restore it, or delete it to "
                       "resume with the config given") from None
-  changed = [(key, a, b) for key, a, b in config_changes(old, config_json(config))
+  changes = config_changes(old, config_json(config))
+  for key, a, b in changes:
+    pins = PINNED.get(key, ())
+    if pins and all(_lookup(old, pin) for pin in pins):
+      settings = " and ".join(f"{pin}={_lookup(old, pin)}" for pin in pins)
+      raise ConfigError(
+          f"workdir {workdir} holds a run with {settings}, which ties {key} to {_show(a)}: "
+          f"changing it ({_show(a)}→{_show(b)}) on resume would recalibrate the noise of the "
+          f"steps to come and misstate the privacy spent; resume with {key}={_show(a)}, or "
+          "start a new --workdir")
+  changed = [(key, a, b) for key, a, b in changes
              if not resumable(key) and not (a is _ABSENT and is_off(b))]
   if changed:
     shown = ", ".join(f"{key} {_show(a)}→{_show(b)}" for key, a, b in changed[:_SHOWN])
@@ -92,6 +108,14 @@ def config_changes(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any,
             for change in config_changes(old.get(key, _ABSENT), new.get(key, _ABSENT),
                                          f"{prefix}{key}.")]
   return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def _lookup(tree: dict, dotted: str) -> Any:
+  for part in dotted.split("."):
+    if not isinstance(tree, dict) or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
 
 
 def resumable(key: str) -> bool:

@@ -30,6 +30,26 @@ def test_resumable_keys_may_change(tmp_path):
       linear_probe={"enabled": True, "l2": 1.0}))
 
 
+@pytest.mark.parametrize("dp,allowed", [
+    ({"enabled": True, "target_epsilon": 0.0, "noise_multiplier": 1.1}, True),  # σ given
+    ({"enabled": False, "target_epsilon": 8.0, "noise_multiplier": 0.0}, True),  # not private
+    ({"enabled": True, "target_epsilon": 8.0, "noise_multiplier": 0.0}, False)])  # calibrated
+def test_num_steps_is_pinned_where_dp_calibrated_its_noise_to_it(tmp_path, dp, allowed):
+  workdir.write_config(str(tmp_path), _config(dp=dp))
+  workdir.check_same_config(str(tmp_path), _config(dp=dp, log_every=5))  # other keys still may
+  longer = _config(dp=dp, num_steps=200)
+  if allowed:
+    workdir.check_same_config(str(tmp_path), longer)
+    return
+  with pytest.raises(ConfigError) as refused:
+    workdir.check_same_config(str(tmp_path), longer)
+  assert str(refused.value) == (
+      f"workdir {tmp_path} holds a run with dp.enabled=True and dp.target_epsilon=8.0, which "
+      "ties num_steps to 60: changing it (60→200) on resume would recalibrate the noise of the "
+      "steps to come and misstate the privacy spent; resume with num_steps=60, or start a new "
+      "--workdir")
+
+
 def test_another_config_is_refused_naming_the_keys(tmp_path):
   workdir.write_config(str(tmp_path), _config())
   changed = _config(seed=1, num_steps=100, model={"width": 8})
