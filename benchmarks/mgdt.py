@@ -1,26 +1,32 @@
 """MGDT throughput: the jitted multi-env rollout against Python-loop evaluators, and training.
 
 Evaluation: the same policy, fresh parameters (`mgdt.init_state`; speed does not depend on
-training) and env-steps (games x envs x steps) in all three evaluators:
-  jitted      `minatar.rollout` with `mgdt.dt_agent`: the whole lax.scan over steps in one jit
+training) and env-steps (games x envs x steps) in all four evaluators:
+  jitted      `minatar.rollout` with `mgdt.dt_agent`: the whole lax.scan over steps in one jit;
+              cached attention (one pass over the window per move, then the new return token)
+  jitted-nocache  the same rollout with `PlayMode.cache=False`: the full model twice per move
   py-vmapped  a Python loop over steps; per step one jitted, vmapped `Game.step` per game
   py-per-env  the public MGDT colab's loop: Python over steps and over a gym-style list of single
               envs (per-env jitted `Game.reset` / `Game.step`, NumPy out); the model called
               once per step on the batch of all envs
 The Python loops call the same `dt_agent` act/observe (window bookkeeping included), jitted
 separately, with the same keys (`minatar.step_keys` / `reset_keys`): only the loop structure
-differs. Play is the experiment's (kappa=3 return sampling: two model calls per step). Checked
-first: greedy (fixed return, temperature 1e-6), the Python loops play the rollout's actions.
+differs. Play is the experiment's (kappa=3 return sampling: a return read, then an action read
+given the sampled return). Checked first: greedy (fixed return, temperature 1e-6), the Python
+loops play the rollout's actions; with kappa=3 sampling, the cached rollout plays the uncached
+one's actions under the same keys.
 Training: `mgdt.make_train_step`, jitted, state donated, on random windows shaped like the
 `episodes:` source's; tokens per window = context * (patches + 3); FLOPs from cost_analysis.
 Time: medians over --repeats, block_until_ready, after a warm-up each (rollout: a full run, it
 compiles per step count; Python loops: 2 steps compile all their pieces); evaluators' repeats
-are interleaved so load drift on a shared machine hits all alike.  python benchmarks/mgdt.py
+are interleaved so load drift on a shared machine hits all alike. No data set is needed:
+random parameters, kappa over the return bins' range.  python benchmarks/mgdt.py [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import os
 import platform
@@ -87,6 +93,7 @@ class Evaluators:
 
   def __init__(self, config, games, envs: int):
     self.config, self.games, self.envs = config, games, envs
+    self.uncached = dataclasses.replace(mgdt.PlayMode.of(config), cache=False)
     self.valid = jnp.broadcast_to(jnp.asarray(minatar.valid_action_table(games))[:, None],
                                   (len(games), envs, minatar.NUM_ACTIONS))
     self.act = jax.jit(lambda state, *a: mgdt.dt_agent(config, state).act(*a))
@@ -112,10 +119,12 @@ class Evaluators:
     tally = (jnp.where(dones, 0.0, running), first_return, episodes + dones)
     return mgdt.dt_agent(self.config, state).observe(carry, actions, rewards, dones), tally
 
-  def jitted(self, state, key, steps: int, record: bool = False):
-    rollout = self._rollouts.setdefault((steps, record), jax.jit(lambda state, key: minatar.rollout(
-        self.games, mgdt.dt_agent(self.config, state), key, envs_per_game=self.envs,
-        num_steps=steps, record=record)))  # one jit per (steps, record): compiled once
+  def jitted(self, state, key, steps: int, record: bool = False, cache: bool = True):
+    agent = lambda state: (mgdt.dt_agent(self.config, state) if cache else mgdt.agent(
+        self.uncached, state, mgdt.knobs(self.config)))
+    rollout = self._rollouts.setdefault((steps, record, cache), jax.jit(
+        lambda state, key: minatar.rollout(self.games, agent(state), key, envs_per_game=self.envs,
+                                           num_steps=steps, record=record)))  # compiled once
     return jax.block_until_ready(rollout(state, key))
 
   def python_loop(self, state, key, steps: int, per_env: bool, record: bool = False):
@@ -168,6 +177,13 @@ def check_agreement(games, state, size):
         f"{CHECK_STEPS} steps; {len(np.unique(reference[0]))} distinct actions): " + "; ".join(
             f"{n} actions {a[0]}, frames {a[1]}, first returns {a[2]}" for n, a in agree.items()))
   print(f"actions agree: {all(a[0] for a in agree.values())}")
+  # Sampled play (the config's kappa): the cached rollout against the full model's, same keys.
+  ev = Evaluators(make_config(size, [g.name for g in games]), games, CHECK_ENVS)
+  steps = 3 * ev.config.data.context  # the window fills, then slides
+  cached, full = (jax.device_get(ev.jitted(state, key, steps, record=True, cache=c))
+                  ["trajectory"]["action"] for c in (True, False))
+  print(f"cached vs uncached rollout (kappa={ev.config.play.kappa:g} sampling; {len(games)} games"
+        f" x {CHECK_ENVS} envs x {steps} steps): actions agree {np.array_equal(cached, full)}")
 
 
 def bench_eval(size, games, args):
@@ -176,20 +192,24 @@ def bench_eval(size, games, args):
   check_agreement(games, state, size)
   ev = Evaluators(config, games, args.envs)
   key, shape = jax.random.key(1), (len(games), args.envs)
-  # The policy's cost per env-step (both model calls of act), to tell compute from overhead.
+  # The policy's cost per env-step (act: both reads of the window), to tell compute from
+  # overhead.
   act_flops = flops_of(ev.act.lower(state, mgdt.dt_agent(config, state).init(*shape),
                                     jnp.zeros(shape + minatar.FRAME_SHAPE), ev.valid,
                                     key).compile())
   runs = {"jitted": lambda steps: ev.jitted(state, key, steps),
+          "jitted-nocache": lambda steps: ev.jitted(state, key, steps, cache=False),
           "py-vmapped": lambda steps: ev.python_loop(state, key, steps, per_env=False),
           "py-per-env": lambda steps: ev.python_loop(state, key, steps, per_env=True)}
-  warm_s = {name: timed(run, args.steps if name == "jitted" else 2) for name, run in runs.items()}
+  warm_s = {name: timed(run, args.steps if name.startswith("jitted") else 2)
+            for name, run in runs.items()}
   seconds = {name: [] for name in runs}
   for _ in range(args.repeats):  # interleaved: a load spike on the shared machine hits all
     for name, run in runs.items():
       seconds[name].append(timed(run, args.steps))
   env_steps = shape[0] * shape[1] * args.steps
   return {"size": size, "env_steps": env_steps, "warm_s": warm_s,
+          "paired": [c / j for j, c in zip(seconds["jitted"], seconds["py-per-env"])],
           "act_flops": act_flops / (shape[0] * shape[1]) if act_flops else float("nan"),
           "rate": {n: env_steps / statistics.median(s) for n, s in seconds.items()},
           "range": {n: (env_steps / max(s), env_steps / min(s)) for n, s in seconds.items()}}
@@ -237,19 +257,23 @@ def bench_train(size, games, args):
 
 def print_tables(evals, trains, args):
   if evals:
-    print("\nEvaluation (env-steps/s, median; same env-steps and parameters in all three)\n")
-    print("| size | games x envs x steps | jitted | py-vmapped | py-per-env | jitted / py-vmapped "
-          "| jitted / py-per-env (goal >= 10x) | policy MFLOP/env-step | jitted policy GFLOP/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\nEvaluation (env-steps/s, median; same env-steps and parameters in all four)\n")
+    print("| size | games x envs x steps | jitted (cached) | jitted-nocache | py-vmapped | "
+          "py-per-env | cached / nocache | jitted / py-vmapped | jitted / py-per-env (goal >= "
+          "10x) | policy MFLOP/env-step | jitted policy GFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
   for r in evals:
     rate, flops = r["rate"], r["act_flops"]
     ratio = rate["jitted"] / rate["py-per-env"]
     print(f"| {r['size']} | {len(args.games)} x {args.envs} x {args.steps} = {r['env_steps']} "
-          f"| {rate['jitted']:,.0f} | {rate['py-vmapped']:,.0f} | {rate['py-per-env']:,.0f} | "
+          f"| {rate['jitted']:,.0f} | {rate['jitted-nocache']:,.0f} | {rate['py-vmapped']:,.0f} "
+          f"| {rate['py-per-env']:,.0f} | {rate['jitted'] / rate['jitted-nocache']:.1f}x | "
           f"{rate['jitted'] / rate['py-vmapped']:.1f}x | {ratio:.1f}x "
           f"{'ok' if ratio >= 10 else 'NO'} | {flops / 1e6:.2f} | "
           f"{flops * rate['jitted'] / 1e9:.1f} |")
   for r in evals:
+    print(f"{r['size']}: jitted / py-per-env per repeat (interleaved) " + ", ".join(
+        f"{x:.1f}x" for x in r["paired"]) + f"; their median {statistics.median(r['paired']):.1f}x")
     print(f"{r['size']}: range over repeats (env-steps/s) " + "; ".join(
         f"{n} {lo:,.0f} - {hi:,.0f}" for n, (lo, hi) in r["range"].items()) + "; warm-up s "
         "(compile + run) " + ", ".join(f"{n} {s:.1f}" for n, s in r["warm_s"].items()))

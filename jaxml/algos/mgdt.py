@@ -12,9 +12,13 @@ jitted rollout. At each step the agent asks for an expert return, sampled from
 p(R | history) · exp(κ · (R - low) / (high - low)) (`play.kappa`; κ = 0 is the model's own
 distribution) or as the best of `play.best_of` samples, or fixed (`play.fixed_return`: the bin
 of `play.target_return`). Then it samples the action at temperature `play.temperature` among
-the valid actions whose probability lies in the top `play.top_percentile` percent. Scores per
-game: mean return of each environment's first episode, normalised so 0 is the dataset's random
-policy and 1 its best episode, and the inter-quartile mean (IQM) of those scores across games.
+the valid actions whose probability lies in the top `play.top_percentile` percent. Both reads
+share one pass over the window per move: the action pass computes only the chosen return
+token against the window's cached keys and values (`jaxml/algos/_mgdt_agent.py`,
+`jaxml/models/decision_transformer_cache.py`; `PlayMode.cache=False` runs the full model
+twice, with the same actions under the same keys). Scores per game: mean return of each
+environment's first episode, normalised so 0 is the dataset's random policy and 1 its best
+episode, and the inter-quartile mean (IQM) of those scores across games.
 
 Two suites. MinAtar (`episodes:` data from `jaxml.envs.collect`): 10x10x10 frames, 6 actions,
 played inside one jitted rollout, scores normalised by the dataset's manifest. Atari
@@ -41,6 +45,8 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxml.algos import _mgdt_agent
+from jaxml.algos._mgdt_agent import sample_action, sample_return  # noqa: F401 (the API)
 from jaxml.algos.base import Algorithm
 from jaxml.core import checks, rng
 from jaxml.core.optim import check_optimizer, make_optimizer
@@ -238,32 +244,6 @@ def make_eval_step(config, table: np.ndarray):
 # Play.
 
 
-def sample_return(key, logits, bins: dt.ReturnBins, *, kappa: float = 0.0, best_of: int = 0,
-                  low=None, high=None):
-  """Return bins [...] drawn from softmax(logits) · exp(κ · normalised R), or the best of
-  `best_of` draws from softmax(logits) when best_of > 0. R is normalised as
-  (R - low) / (high - low) with the bins' range by default; `low`/`high` broadcast against
-  logits[..., :1] (e.g. one range per game)."""
-  if best_of > 0:
-    draws = jax.random.categorical(key, logits, shape=(best_of,) + logits.shape[:-1])
-    return jnp.max(draws, axis=0)  # bins are ordered by return
-  low = bins.low if low is None else low
-  high = bins.high if high is None else high
-  normalised = (bins.decode(jnp.arange(bins.num_bins)) - low) / (high - low)
-  return jax.random.categorical(key, logits + kappa * normalised)
-
-
-def sample_action(key, logits, allowed, *, temperature: float = 1.0,
-                  top_percentile: float = 100.0):
-  """Actions among `allowed` whose probability is in the top `top_percentile` percent of the
-  allowed actions' (at least the most likely one), sampled at `temperature`."""
-  logits = jnp.where(allowed, logits / temperature, -jnp.inf)
-  num_allowed = jnp.sum(allowed, -1, keepdims=True)
-  keep = jnp.maximum(1, jnp.ceil(num_allowed * top_percentile / 100.0))
-  rank = jnp.argsort(jnp.argsort(-logits, -1), -1)  # 0 = most likely
-  return jax.random.categorical(key, jnp.where(rank < keep, logits, -jnp.inf))
-
-
 KNOBS = ("kappa", "temperature", "top_percentile", "target_return")
 
 
@@ -280,6 +260,9 @@ class PlayMode:
   best_of: int = 0
   # (low, high) per game that κ normalises returns by; () = the return bins' range.
   return_ranges: tuple[tuple[float, float], ...] = ()
+  # True: one pass over the window per move, then only the new return token
+  # (`decision_transformer_cache`); False: the full model twice (the reference it equals).
+  cache: bool = True
 
   @classmethod
   def of(cls, config) -> PlayMode:
@@ -325,67 +308,9 @@ def dt_agent(config, state: TrainState, knob_values=None) -> minatar.Agent:
 
 
 def agent(mode: PlayMode, state: TrainState, knob_values) -> minatar.Agent:
-  """A rolling window of the last `context` steps per env, fed to the model at every step."""
-  bins, k = mode.bins, mode.context
-  table = _valid_table(mode.suite, mode.games)
-  range_arrays = {}
-  if mode.return_ranges:  # [G, 1, 1]: against return logits [G, E, bins]
-    low, high = np.asarray(mode.return_ranges, np.float32).T
-    range_arrays = {"low": low[:, None, None], "high": high[:, None, None]}
-
-  def init(num_games, envs):
-    shape = (num_games, envs, k)
-    return {"frame": jnp.zeros(shape + mode.frame_shape), "return": jnp.zeros(shape, jnp.int32),
-            "action": jnp.zeros(shape, jnp.int32), "reward": jnp.zeros(shape, jnp.int32),
-            "t": jnp.zeros((num_games, envs), jnp.int32)}
-
-  def model_logits(window):
-    flat = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), window)
-    logits = state.model()(flat["frame"], flat["return"], flat["action"], flat["reward"])
-    return jax.tree.map(lambda x: x.reshape(window["return"].shape + x.shape[-1:]), logits)
-
-  def act(carry, frames, valid, key):
-    return_key, action_key = jax.random.split(key)
-    # Write the current frame at slot min(t, k-1), shifting the window once it is full.
-    full = carry["t"] >= k
-    shift = lambda x: jnp.where(full.reshape(full.shape + (1,) * (x.ndim - 2)),
-                                jnp.roll(x, -1, axis=2), x)
-    window = {name: shift(carry[name]) for name in ("frame", "return", "action", "reward")}
-    slot = jnp.minimum(carry["t"], k - 1)
-    at = jax.nn.one_hot(slot, k, dtype=bool)  # [G, E, k]
-    window["frame"] = jnp.where(at[..., None, None, None], frames[:, :, None], window["frame"])
-    pick = lambda x: jnp.take_along_axis(x, slot[:, :, None, None], axis=2)[:, :, 0]
-    if mode.returns == "none":
-      target = jnp.zeros_like(carry["t"])
-    elif mode.returns == "fixed":
-      target = jnp.broadcast_to(bins.encode(knob_values["target_return"]), carry["t"].shape)
-    else:
-      target = sample_return(return_key, pick(model_logits(window)["return"]), bins,
-                             kappa=knob_values["kappa"],
-                             best_of=mode.best_of if mode.returns == "best_of" else 0,
-                             **range_arrays)
-    window["return"] = jnp.where(at, target[..., None], window["return"])
-    valid = valid & jnp.asarray(table)[:, None, :]  # ALE allows all 18 actions; the model not
-    action = sample_action(action_key, pick(model_logits(window)["action"]), valid,
-                           temperature=knob_values["temperature"],
-                           top_percentile=knob_values["top_percentile"])
-    window["action"] = jnp.where(at, action[..., None], window["action"])
-    return action, {**window, "t": carry["t"], "slot": slot}
-
-  def observe(carry, actions, rewards, dones):
-    del actions
-    at = jax.nn.one_hot(carry["slot"], k, dtype=bool)
-    reward_class = dt.encode_reward(rewards, dones)
-    window = {name: carry[name] for name in ("frame", "return", "action")}
-    window["reward"] = jnp.where(at, reward_class[..., None], carry["reward"])
-    # A new episode starts with an empty window (t = 0).
-    t = jnp.where(dones, 0, carry["t"] + 1)
-    empty = dones[..., None]
-    window = {name: jnp.where(empty.reshape(empty.shape + (1,) * (x.ndim - 3)), 0, x)
-              for name, x in window.items()}
-    return {**window, "t": t}
-
-  return minatar.Agent(init=init, act=act, observe=observe)
+  """A rolling window of the last `context` steps per env, fed to the model at every move
+  (`_mgdt_agent.window_agent`: one pass over the window per move unless mode.cache=False)."""
+  return _mgdt_agent.window_agent(mode, _valid_table(mode.suite, mode.games), state, knob_values)
 
 
 def normalised_scores(returns: dict[str, float], manifest: dict) -> dict[str, float]:
