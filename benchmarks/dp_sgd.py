@@ -454,12 +454,15 @@ def main(argv=None):
   torch.set_num_threads(2)
   began = time.perf_counter()
   print_environment(args)
+  # What dp_sgd_models times with: this file's step settings, timing and PyTorch runners.
+  host = argparse.Namespace(CLIP=CLIP, SIGMA=SIGMA, LR=LR, time_method=time_method,
+                            jax_runner=jax_runner, torch_nonprivate_runner=torch_nonprivate_runner,
+                            opacus_runner=opacus_runner, opacus=opacus)
   cells, model_cells = [], []
   for model_name in args.models:
     for i, batch_size in enumerate(args.batches):
       if model_name in dp_sgd_models.MODELS:
-        model_cells.append(dp_sgd_models.bench_cell(model_name, batch_size, args,
-                                                    sys.modules[__name__]))
+        model_cells.append(dp_sgd_models.bench_cell(model_name, batch_size, args, host))
       else:
         cells.append(bench_cell(model_name, batch_size, args, check=i == 0))
   if cells:

@@ -220,7 +220,7 @@ def torch_tensors(name, x, y):
 
 
 def bench_cell(name, batch_size, args, host):
-  """Times the row's methods with dp_sgd.py's timing (`host` is that module)."""
+  """Times the row's methods with dp_sgd.py's settings, timing and runners (`host`)."""
   x, y = make_batch(name, batch_size, args)
   params, tx, steps, fallback = build_jax(name, batch_size, args, host.CLIP, host.SIGMA,
                                           host.LR)
