@@ -45,24 +45,12 @@ def _wants(layer) -> bool:
   return recorder is not None and recorder.wants(layer)
 
 
-class _TappedLinear(nnx.Linear):
+def _tapped_on_input(base):
+  """A subclass of `base` recording its input: Linear, Conv, LinearGeneral (inputs), Embed
+  (indices)."""
   def __call__(self, inputs, out_sharding=None):
-    return _tap(self, inputs, nnx.Linear.__call__(self, inputs, out_sharding))
-
-
-class _TappedConv(nnx.Conv):
-  def __call__(self, inputs, out_sharding=None):
-    return _tap(self, inputs, nnx.Conv.__call__(self, inputs, out_sharding))
-
-
-class _TappedLinearGeneral(nnx.LinearGeneral):
-  def __call__(self, inputs, out_sharding=None):
-    return _tap(self, inputs, nnx.LinearGeneral.__call__(self, inputs, out_sharding))
-
-
-class _TappedEmbed(nnx.Embed):
-  def __call__(self, inputs, out_sharding=None):
-    return _tap(self, inputs, nnx.Embed.__call__(self, inputs, out_sharding))
+    return _tap(self, inputs, base.__call__(self, inputs, out_sharding))
+  return type(f"_Tapped{base.__name__}", (base,), {"__call__": __call__})
 
 
 def _without_affine(layer, base_class, x, mask):
@@ -81,26 +69,20 @@ def _without_affine(layer, base_class, x, mask):
     object.__setattr__(layer, "bias", saved[1])
 
 
-class _TappedLayerNorm(nnx.LayerNorm):
+def _tapped_on_normalised(base):
+  """A subclass of `base` (LayerNorm, GroupNorm) recording the normalised input x̂."""
   def __call__(self, x, *, mask=None):
-    outputs = nnx.LayerNorm.__call__(self, x, mask=mask)
+    outputs = base.__call__(self, x, mask=mask)
     if not _wants(self):
       return outputs
-    return _tap(self, _without_affine(self, nnx.LayerNorm, x, mask), outputs)
-
-
-class _TappedGroupNorm(nnx.GroupNorm):
-  def __call__(self, x, *, mask=None):
-    outputs = nnx.GroupNorm.__call__(self, x, mask=mask)
-    if not _wants(self):
-      return outputs
-    return _tap(self, _without_affine(self, nnx.GroupNorm, x, mask), outputs)
+    return _tap(self, _without_affine(self, base, x, mask), outputs)
+  return type(f"_Tapped{base.__name__}", (base,), {"__call__": __call__})
 
 
 # Exact types only: a subclass may change the math.
-TAPPED = {nnx.Linear: _TappedLinear, nnx.Conv: _TappedConv,
-          nnx.LinearGeneral: _TappedLinearGeneral, nnx.Embed: _TappedEmbed,
-          nnx.LayerNorm: _TappedLayerNorm, nnx.GroupNorm: _TappedGroupNorm}
+TAPPED = {**{base: _tapped_on_input(base)
+             for base in (nnx.Linear, nnx.Conv, nnx.LinearGeneral, nnx.Embed)},
+          **{base: _tapped_on_normalised(base) for base in (nnx.LayerNorm, nnx.GroupNorm)}}
 PARAM_NAMES = {nnx.Linear: ("kernel", "bias"), nnx.Conv: ("kernel", "bias"),
                nnx.LinearGeneral: ("kernel", "bias"), nnx.Embed: ("embedding",),
                nnx.LayerNorm: ("scale", "bias"), nnx.GroupNorm: ("scale", "bias")}

@@ -19,16 +19,20 @@ def _config(**dp):
   return config
 
 
+def _assert_accountants_epsilon(rows, *, target, num_steps, n=1437, batch_size=64):
+  """Each logged ε is dp_accounting's for σ calibrated to `target` (digits: n = 1437)."""
+  sigma = accounting.calibrate_noise(target, batch_size / n, num_steps, n ** -1.1)
+  for row in rows:
+    assert row["dp/epsilon"] == pytest.approx(
+        accounting.epsilon(sigma, batch_size / n, row["step"], n ** -1.1), rel=1e-6)
+  assert rows[-1]["dp/epsilon"] == pytest.approx(target, rel=1e-3)
+
+
 def test_logged_epsilon_is_the_accountants_and_reaches_the_target(tmp_path):
   runner.run(_config(target_epsilon=3.0), str(tmp_path))
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl") if "dp/epsilon" in l]
   assert [r["step"] for r in rows] == [4, 6, 8, 12]  # log steps and the checkpoint step
-  n = 1437  # digits training split
-  sigma = accounting.calibrate_noise(3.0, 64 / n, 12, n ** -1.1)
-  for row in rows:
-    assert row["dp/epsilon"] == pytest.approx(
-        accounting.epsilon(sigma, 64 / n, row["step"], n ** -1.1), rel=1e-6)
-  assert rows[-1]["dp/epsilon"] == pytest.approx(3.0, rel=1e-3)
+  _assert_accountants_epsilon(rows, target=3.0, num_steps=12)
   assert all(0 < r["train/batch_size"] < 128 for r in rows)  # Poisson sizes, not fixed
 
 
@@ -85,9 +89,4 @@ def test_private_resnet_groupnorm_trains_through_the_launcher_with_ghost_clippin
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl") if "train/loss" in l]
   assert [r["step"] for r in rows] == [10, 20, 30]
   assert rows[-1]["train/loss"] < rows[0]["train/loss"]
-  n = 1437  # digits training split
-  sigma = accounting.calibrate_noise(8.0, 64 / n, 30, n ** -1.1)
-  for row in rows:
-    assert row["dp/epsilon"] == pytest.approx(
-        accounting.epsilon(sigma, 64 / n, row["step"], n ** -1.1), rel=1e-6)
-  assert rows[-1]["dp/epsilon"] == pytest.approx(8.0, rel=1e-3)
+  _assert_accountants_epsilon(rows, target=8.0, num_steps=30)
