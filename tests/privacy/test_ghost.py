@@ -240,7 +240,7 @@ def test_bad_clip_norm_is_rejected():
     ghost_clipped_grad(logits_loss(cross_entropy, "image"), 0.0, graphdef=None)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "sequence", "resnet_groupnorm"])
 def test_sharded_equals_unsharded(name):
   build, input_shape = MODELS[name]
   graphdef, params, model_state = nnx.split(build(), nnx.Param, ...)
@@ -255,6 +255,21 @@ def test_sharded_equals_unsharded(name):
   single = jax.jit(fn)(params, model_state, batch)
   np.testing.assert_allclose(sharded.norms, single.norms, rtol=1e-5)
   assert int(sharded.num_nonfinite) == int(single.num_nonfinite)
+  assert_trees_close(sharded.grads, single.grads, atol=1e-6, rtol=1e-5)
+
+
+def test_sharded_decision_transformer_equals_unsharded():
+  """Embedding scatter-adds and attention projections under a `data`-sharded batch."""
+  graphdef, params, model_state = nnx.split(small_decision_transformer(), nnx.Param, ...)
+  batch = dt_batch(batch_size=16)
+  mesh = make_mesh()
+  replicated = NamedSharding(mesh, P())
+  fn = ghost_clipped_grad(dt_loss, CLIP, graphdef=graphdef, allow_fallback=False)
+  sharded = jax.jit(fn, in_shardings=(replicated, replicated, NamedSharding(mesh, P("data"))))(
+      params, model_state, batch)
+  single = jax.jit(fn)(params, model_state, batch)
+  np.testing.assert_allclose(sharded.norms, single.norms, rtol=1e-5)
+  assert int(sharded.num_nonfinite) == int(single.num_nonfinite) == 1
   assert_trees_close(sharded.grads, single.grads, atol=1e-6, rtol=1e-5)
 
 
