@@ -25,7 +25,11 @@ median over repeats of the time per step. Slow cells get fewer repeats (--max_se
 the repeats actually used are printed; a method slower than --max_step_s per step is timed
 once, after its warm-up step). One JAX CPU device; torch.set_num_threads(2).
 
+Models with GroupNorm, embeddings and attention (ResNet-18-GN and a small transformer: jaxml
+ghost vs non-private vs Opacus ghost) are in benchmarks/dp_sgd_models.py, run from here:
+
   python benchmarks/dp_sgd.py [--models mlp,cnn --batches 64,256,1024 --repeats 7]
+  python benchmarks/dp_sgd.py --models resnet_gn,transformer --batches 32
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # dp_sgd_models
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
@@ -54,6 +60,8 @@ from torch import nn  # noqa: E402
 
 from jaxml import models  # noqa: E402
 from jaxml.privacy import clipping, ghost, noise  # noqa: E402
+
+import dp_sgd_models  # noqa: E402
 
 try:
   import opacus  # noqa: E402
@@ -227,8 +235,8 @@ def torch_tensors(model_name, x, y):
   return xt, torch.from_numpy(y.astype(np.int64))
 
 
-def torch_nonprivate_runner(model_name, xt, yt):
-  model = torch_model(model_name)
+def torch_nonprivate_runner(model_name, xt, yt, model=None):
+  model = model if model is not None else torch_model(model_name)
   optimizer = torch.optim.SGD(model.parameters(), lr=LR)
   criterion = nn.CrossEntropyLoss()
 
@@ -240,9 +248,9 @@ def torch_nonprivate_runner(model_name, xt, yt):
   return run
 
 
-def opacus_runner(model_name, mode, xt, yt):
+def opacus_runner(model_name, mode, xt, yt, model=None):
   """One Opacus DP-SGD step (noise SIGMA, flat clip CLIP, SGD) in grad_sample_mode `mode`."""
-  model = torch_model(model_name)
+  model = model if model is not None else torch_model(model_name)
   optimizer = torch.optim.SGD(model.parameters(), lr=LR)
   loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt),
                                        batch_size=len(yt))
@@ -360,7 +368,8 @@ def print_environment(args):
   print(f"jax devices: {jax.device_count()} x {jax.devices()[0].platform}; "
         f"torch threads: {torch.get_num_threads()}")
   for name in args.models:
-    print(f"model {name}: {DESCRIPTION[name]}")
+    print(f"model {name}: " + (dp_sgd_models.describe(name, args)
+                               if name in dp_sgd_models.MODELS else DESCRIPTION[name]))
   print(f"sizes: batches {args.batches}, float32, clip C={CLIP}, noise multiplier {SIGMA}, "
         f"SGD lr {LR}; noise scaled by the batch size (noisy_mean); up to {args.repeats} timed "
         f"repeats per method after 2 warm-up steps and a calibration, each repeat >= "
@@ -423,7 +432,8 @@ def print_table(cells):
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
+  parser.add_argument("--models", default="mlp,cnn",
+                      help="comma-separated: mlp, cnn, resnet_gn, transformer")
   parser.add_argument("--batches", default="64,256,1024", help="comma-separated batch sizes")
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--min_repeat_s", type=float, default=0.1,
@@ -432,25 +442,37 @@ def main(argv=None):
                       help="fewer repeats (min 3) for methods whose repeats would take longer")
   parser.add_argument("--max_step_s", type=float, default=8.0,
                       help="a method slower than this per step is timed once (after warm-up)")
+  dp_sgd_models.add_arguments(parser)
   args = parser.parse_args(argv)
   args.models = [m.strip() for m in args.models.split(",") if m.strip()]
   args.batches = [int(b) for b in args.batches.split(",")]
-  if any(m not in MODEL_CONFIGS for m in args.models):
-    parser.error(f"--models must be among {sorted(MODEL_CONFIGS)}, got {args.models}")
+  known = (*MODEL_CONFIGS, *dp_sgd_models.MODELS)
+  if any(m not in known for m in args.models):
+    parser.error(f"--models must be among {known}, got {args.models}")
   if any(b <= 0 for b in args.batches) or args.repeats < 1:
     parser.error("--batches must be positive and --repeats >= 1")
   torch.set_num_threads(2)
   began = time.perf_counter()
   print_environment(args)
-  cells = []
+  # What dp_sgd_models times with: this file's step settings, timing and PyTorch runners.
+  host = argparse.Namespace(CLIP=CLIP, SIGMA=SIGMA, LR=LR, time_method=time_method,
+                            jax_runner=jax_runner, torch_nonprivate_runner=torch_nonprivate_runner,
+                            opacus_runner=opacus_runner, opacus=opacus)
+  cells, model_cells = [], []
   for model_name in args.models:
     for i, batch_size in enumerate(args.batches):
-      cells.append(bench_cell(model_name, batch_size, args, check=i == 0))
-  print_table(cells)
+      if model_name in dp_sgd_models.MODELS:
+        model_cells.append(dp_sgd_models.bench_cell(model_name, batch_size, args, host))
+      else:
+        cells.append(bench_cell(model_name, batch_size, args, check=i == 0))
+  if cells:
+    print_table(cells)
+  if model_cells:
+    dp_sgd_models.print_table(model_cells)
   print("\nload average (1, 5, 15 min) at end: "
         + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
   print(f"total wall time {time.perf_counter() - began:.0f} s")
-  return cells
+  return cells + model_cells
 
 
 if __name__ == "__main__":

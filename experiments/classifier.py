@@ -36,7 +36,10 @@ celeb_a, blond hair with gender as the shortcut; prepare once with `tfds build c
   python -m launch.main --config experiments/classifier.py:spurious=waterbirds \
       --workdir runs/waterbirds --config.data.dir=/data/waterbird_complete95_forest2water2
 Variant options combine, e.g. `:smoke,model=mlp,seed=3`, `:smoke,dp`, `:adult,smoke` or
-`:clicklog,smoke`.
+`:clicklog,smoke`. A private ResNet-18 with GroupNorm (every layer ghost-clipped, clipping 32
+examples at a time):
+  python -m launch.main --config experiments/classifier.py:dp,model=resnet --workdir runs/rn_dp \
+      --config.model.norm=group --config.dp.microbatch_size=32
 """
 
 import importlib
@@ -80,6 +83,8 @@ def get_config(arg=None):
       "sampling": "poisson",  # poisson | without_replacement | shuffle (each accounted as such)
       "accountant": "rdp",  # rdp | pld (dp_accounting)
       "clipping": "ghost",  # ghost (no per-example gradients) | vmap
+      "microbatch_size": 0,  # > 0: clip this many examples at a time (bounds memory); 0: off
+      "allow_fallback": True,  # False: ghost refuses parameters it would clip by vmap
   })
 
   if variant == "smoke":
@@ -160,12 +165,15 @@ def get_config(arg=None):
     spurious(c, opts)
 
   if opts.model:
-    if opts.model not in ("mlp", "cnn"):
-      raise ConfigError(f"variant option model={opts.model!r}: choose mlp or cnn")
+    if opts.model not in ("mlp", "cnn", "resnet"):
+      raise ConfigError(f"variant option model={opts.model!r}: choose mlp, cnn or resnet")
     if opts.clicklog:  # hashed ids are categories: only the recommender embeds them
       raise ConfigError(f"variant option model={opts.model!r} does not combine with clicklog "
                         "(its ids need the recommender's embeddings)")
     c.model = ml_collections.ConfigDict({"name": opts.model, "num_classes": 0})
+    if opts.model == "resnet":  # GroupNorm under DP (BatchNorm mixes examples), as in De et al.
+      c.model.update({"depth": 18, "stem": "cifar", "norm": "group" if opts.dp else "batch",
+                      "width": 8 if variant == "smoke" else 64})
   # Every variant's model takes it; declared here so --config.model.activation=smelu:0.5
   # parses (a spec of jaxml/models/activations.py).
   c.model.activation = ""  # "": the model's own (relu for mlp, cnn and resnet)

@@ -71,6 +71,7 @@ CASES = [
     ("classifier:smoke,dp", {"dp.noise_multiplier": -1.0}, ">= 0 and finite"),
     ("classifier:smoke,dp", {"dp.target_epsilon": INF}, ">= 0 and finite"),
     ("classifier:smoke,dp", {"dp.delta": 1.5}, "must be in [0, 1)"),
+    ("classifier:smoke,dp", {"dp.microbatch_size": -2}, "must be an integer >= 0"),
     ("classifier:smoke,dp", {"dp.sampling": "uniform"}, "must be one of poisson"),
     ("classifier:smoke,dp", {"dp.accountant": "gdp"}, "must be one of rdp, pld"),
     ("classifier:smoke,dp", {"dp.clipping": "loop"}, "must be one of ghost, vmap"),

@@ -54,7 +54,8 @@ RULES = {
     "dp.max_epsilon": checks.non_negative, "dp.delta": checks.in_range(0, 1, open_high=True),
     "dp.sampling": checks.one_of(*accounting.SAMPLINGS),
     "dp.accountant": checks.one_of(*accounting.ACCOUNTANTS),
-    "dp.clipping": checks.one_of(*dp_sgd.CLIPPING)}
+    "dp.clipping": checks.one_of(*dp_sgd.CLIPPING),
+    "dp.microbatch_size": checks.count(0), "dp.allow_fallback": checks.flag}
 
 
 def check_config(config) -> None:

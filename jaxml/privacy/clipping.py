@@ -154,19 +154,19 @@ def _layer_groups_of_norms(norms, path=()):
   return [(_as_norm(norms), path)]
 
 
-def _layer_groups(norms, params, path=()):
+def layer_groups(norms, params, path=()):
   """[(clip norm, params subtree)] pairing each number in `norms` with the subtree it clips."""
   if isinstance(norms, Mapping):
     if not isinstance(params, Mapping) or set(norms) != set(params):
       have = sorted(params) if isinstance(params, Mapping) else type(params).__name__
       raise ValueError(f"per_layer_clip_norms at {path or 'top level'} has keys {sorted(norms)}"
                        f" but params have {have}; every param group needs a clip norm")
-    return [g for k in sorted(norms) for g in _layer_groups(norms[k], params[k], path + (k,))]
+    return [g for k in sorted(norms) for g in layer_groups(norms[k], params[k], path + (k,))]
   if isinstance(norms, (list, tuple)):
     if not isinstance(params, (list, tuple)) or len(norms) != len(params):
       raise ValueError(f"per_layer_clip_norms at {path} does not match the params structure")
     return [g for i, (n, p) in enumerate(zip(norms, params))
-            for g in _layer_groups(n, p, path + (i,))]
+            for g in layer_groups(n, p, path + (i,))]
   return [(_as_norm(norms), params)]
 
 
@@ -175,7 +175,7 @@ def _per_layer_clip(per_example_grads, per_layer_clip_norms, valid):
   leaves, treedef = jax.tree.flatten(per_example_grads)
   # Label every leaf with its flat index, then let the norms tree pick out each group's labels.
   labels = jax.tree.unflatten(treedef, list(range(len(leaves))))
-  groups = [(c, jax.tree.leaves(sub)) for c, sub in _layer_groups(per_layer_clip_norms, labels)]
+  groups = [(c, jax.tree.leaves(sub)) for c, sub in layer_groups(per_layer_clip_norms, labels)]
   layer_norms = [per_example_norms([leaves[i] for i in idx]) for _, idx in groups]
   total = jnp.sqrt(sum(jnp.square(n) for n in layer_norms))
   # One non-finite layer excludes the whole example, so no layer of it is released.
@@ -211,10 +211,7 @@ def clipped_grad(loss_fn: Callable[[Any, Any], jax.Array], l2_clip_norm: float |
   jit with a `data`-sharded batch XLA inserts the cross-device sum.
   """
   sensitivity = clip_sensitivity(l2_clip_norm, per_layer_clip_norms)
-  if microbatch_size is not None and (isinstance(microbatch_size, bool)
-                                      or not isinstance(microbatch_size, int)
-                                      or microbatch_size <= 0):
-    raise ValueError(f"microbatch_size must be a positive int, got {microbatch_size!r}")
+  check_microbatch_size(microbatch_size)
   per_example_grad = jax.vmap(jax.grad(loss_fn), in_axes=(None, 0))
 
   def clip_chunk(params, examples, valid):
@@ -228,7 +225,7 @@ def clipped_grad(loss_fn: Callable[[Any, Any], jax.Array], l2_clip_norm: float |
     batch_size = jax.tree.leaves(examples)[0].shape[0]
     if microbatch_size is None or microbatch_size >= batch_size:
       return clip_chunk(params, examples, valid)
-    return _scan_microbatches(clip_chunk, params, examples, valid, batch_size, microbatch_size)
+    return scan_microbatches(clip_chunk, params, examples, valid, batch_size, microbatch_size)
 
   def fn(params, batch) -> ClippedGrad:
     examples, valid = split_mask(batch)
@@ -266,7 +263,18 @@ def _data_axis_size() -> int:
   return mesh.shape[DATA_AXIS]
 
 
-def _scan_microbatches(clip_chunk, params, examples, valid, batch_size, microbatch_size):
+def check_microbatch_size(microbatch_size) -> None:
+  """ValueError unless microbatch_size is None or a positive int."""
+  if microbatch_size is not None and (isinstance(microbatch_size, bool)
+                                      or not isinstance(microbatch_size, int)
+                                      or microbatch_size <= 0):
+    raise ValueError(f"microbatch_size must be a positive int, got {microbatch_size!r}")
+
+
+def scan_microbatches(clip_chunk, params, examples, valid, batch_size, microbatch_size):
+  """(float32 sums like params, per-row outputs in row order, int32 count) of
+  `clip_chunk(params, examples, valid) -> (sums, per-row pytree, count)` over microbatches;
+  microbatch k takes rows k, k+n, ... (n microbatches), so `data` sharding survives."""
   if batch_size % microbatch_size:
     raise ValueError(f"microbatch_size={microbatch_size} does not divide the batch size"
                      f" {batch_size}")
@@ -283,5 +291,7 @@ def _scan_microbatches(clip_chunk, params, examples, valid, batch_size, microbat
     chunk_sums, norms, chunk_count = clip_chunk(params, *chunk)
     return (jax.tree.map(jnp.add, sums, chunk_sums), count + chunk_count), norms
 
-  (sums, count), norms = jax.lax.scan(step, (zero, jnp.zeros((), jnp.int32)), xs)
-  return sums, jnp.swapaxes(norms, 0, 1).reshape(batch_size), count
+  (sums, count), per_row = jax.lax.scan(step, (zero, jnp.zeros((), jnp.int32)), xs)
+  # Per-row outputs (the norms, or any pytree of [microbatch, ...] arrays) back in row order.
+  unchunk = lambda x: jnp.swapaxes(x, 0, 1).reshape((batch_size,) + x.shape[2:])
+  return sums, jax.tree.map(unchunk, per_row), count

@@ -3,14 +3,17 @@
 `plan(config.dp, ...)` validates the block before anything compiles and fixes everything the
 privacy guarantee depends on: the clip norm, the noise multiplier (given, or calibrated to a
 target ε over the whole run), the sampling scheme and its padded batch size, and δ. The
-jitted step then only clips (`ghost` or `vmap`), adds noise and normalises by the expected
-batch size; the ε reported at every log step comes from the same `DpSgdSpec`.
+jitted step then only clips (`ghost` or `vmap`, optionally `microbatch_size` rows at a time
+to bound memory), adds noise and normalises by the expected batch size; the ε reported at every
+log step comes from the same `DpSgdSpec`. `allow_fallback=False` makes ghost clipping refuse
+(ValueError when the step is traced) any parameter it would clip by per-example vmap.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +32,8 @@ class DpSgdPlan:
   clipping: str
   expected_batch_size: float
   batch_size: int  # the (padded) global batch the jitted step sees
+  microbatch_size: int | None = None  # rows clipped at a time (None: the whole batch)
+  allow_fallback: bool = True  # ghost: clip parameters without a rule by per-example vmap
 
   def record(self, num_examples: int) -> dict[str, str | int | float]:
     """What the plan fixed, under the names a run records (`Algorithm.record`): with the
@@ -68,10 +73,21 @@ def plan(dp_config, *, num_examples: int, batch_size: int, num_steps: int,
   spec = accounting.DpSgdSpec(sigma, q, num_steps, delta, **kwargs)
   if dp_config.max_epsilon > 0:
     accounting.check_budget(spec, dp_config.max_epsilon)
-  padded = (sampling_lib.padded_batch_size(num_examples, q, multiple_of=num_devices)
-            if dp_config.sampling == "poisson" else batch_size)
+  microbatch = int(dp_config.get("microbatch_size", 0)) or None
+  if microbatch is not None and microbatch < 0:
+    raise ConfigError(f"dp.microbatch_size={microbatch} must be >= 0 (0: off)")
+  if dp_config.sampling == "poisson":  # padded so that microbatches tile the batch
+    padded = sampling_lib.padded_batch_size(
+        num_examples, q, multiple_of=math.lcm(num_devices, microbatch or 1))
+  else:
+    padded = batch_size
+    if microbatch is not None and batch_size % microbatch:
+      raise ConfigError(f"dp.microbatch_size={microbatch} does not divide batch_size="
+                        f"{batch_size}")
   return DpSgdPlan(spec=spec, l2_clip=float(dp_config.l2_clip), clipping=dp_config.clipping,
-                   expected_batch_size=float(batch_size), batch_size=padded)
+                   expected_batch_size=float(batch_size), batch_size=padded,
+                   microbatch_size=microbatch,
+                   allow_fallback=bool(dp_config.get("allow_fallback", True)))
 
 
 def batch_sampler(dp_plan: DpSgdPlan, num_examples: int):
@@ -102,7 +118,8 @@ def private_gradient(dp_plan: DpSgdPlan, per_example_loss, graphdef, input_key: 
   loss_on_model = ghost.logits_loss(per_example_loss, input_key)
   if dp_plan.clipping == "ghost":
     clip = ghost.ghost_clipped_grad(loss_on_model, dp_plan.l2_clip, graphdef=graphdef,
-                                    return_losses=True)
+                                    microbatch_size=dp_plan.microbatch_size,
+                                    allow_fallback=dp_plan.allow_fallback, return_losses=True)
   else:
     clip = None
 
@@ -113,7 +130,8 @@ def private_gradient(dp_plan: DpSgdPlan, per_example_loss, graphdef, input_key: 
       def one_example(p, example):
         model = nnx.merge(graphdef, p, model_state, copy=True)
         return loss_on_model(model, jax.tree.map(lambda x: x[None], example))[0]
-      clipped = clipping.clipped_grad(one_example, dp_plan.l2_clip)(params, batch)
+      clipped = clipping.clipped_grad(one_example, dp_plan.l2_clip,
+                                      microbatch_size=dp_plan.microbatch_size)(params, batch)
       examples, _ = clipping.split_mask(batch)
       losses = loss_on_model(nnx.merge(graphdef, params, model_state, copy=True), examples)
     grads = noise.noisy_mean(key, clipped, sigma, dp_plan.expected_batch_size)

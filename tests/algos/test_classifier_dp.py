@@ -10,7 +10,7 @@ from dp_accounting import pld, rdp
 from experiments import classifier as classifier_config
 from jaxml import runner
 from jaxml.privacy import accounting
-from tests.launch_utils import (assert_same_arrays, read_json, restore_arrays,
+from tests.launch_utils import (assert_same_arrays, read_json, restore_arrays, run_launcher,
                                 tensorboard_hparams)
 
 
@@ -22,16 +22,20 @@ def _config(**dp):
   return config
 
 
+def _assert_accountants_epsilon(rows, *, target, num_steps, n=1437, batch_size=64):
+  """Each logged ε is dp_accounting's for σ calibrated to `target` (digits: n = 1437)."""
+  sigma = accounting.calibrate_noise(target, batch_size / n, num_steps, n ** -1.1)
+  for row in rows:
+    assert row["dp/epsilon"] == pytest.approx(
+        accounting.epsilon(sigma, batch_size / n, row["step"], n ** -1.1), rel=1e-6)
+  assert rows[-1]["dp/epsilon"] == pytest.approx(target, rel=1e-3)
+
+
 def test_logged_epsilon_is_the_accountants_and_reaches_the_target(tmp_path):
   runner.run(_config(target_epsilon=3.0), str(tmp_path))
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl") if "dp/epsilon" in l]
   assert [r["step"] for r in rows] == [4, 6, 8, 12]  # log steps and the checkpoint step
-  n = 1437  # digits training split
-  sigma = accounting.calibrate_noise(3.0, 64 / n, 12, n ** -1.1)
-  for row in rows:
-    assert row["dp/epsilon"] == pytest.approx(
-        accounting.epsilon(sigma, 64 / n, row["step"], n ** -1.1), rel=1e-6)
-  assert rows[-1]["dp/epsilon"] == pytest.approx(3.0, rel=1e-3)
+  _assert_accountants_epsilon(rows, target=3.0, num_steps=12)
   assert all(0 < r["train/batch_size"] < 128 for r in rows)  # Poisson sizes, not fixed
 
 
@@ -115,3 +119,23 @@ def test_noise_free_large_clip_dp_step_equals_plain_sgd_on_the_same_batches(tmp_
     if key.startswith("['params']"):
       np.testing.assert_allclose(dp_params[key], plain_params[key], rtol=1e-4, atol=1e-4,
                                  err_msg=key)
+
+
+@pytest.mark.slow
+def test_private_resnet_groupnorm_trains_through_the_launcher_with_ghost_clipping_only(tmp_path):
+  """`model=resnet,norm=group` under DP: every parameter ghost-clipped (allow_fallback=False
+  would stop the run at the first trace otherwise), microbatched, the loss falls and the logged
+  ε is the accountant's for the calibrated plan."""
+  proc = run_launcher("experiments/classifier.py:smoke,dp,model=resnet", tmp_path,
+                      "--config.model.norm=group", "--config.dp.allow_fallback=False",
+                      "--config.dp.microbatch_size=16", "--config.num_steps=30",
+                      "--config.log_every=10", "--config.linear_probe.enabled=False",
+                      timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  config = json.load(open(tmp_path / "config.json"))
+  assert config["model"]["name"] == "resnet" and config["model"]["norm"] == "group"
+  assert config["dp"]["clipping"] == "ghost" and config["dp"]["allow_fallback"] is False
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl") if "train/loss" in l]
+  assert [r["step"] for r in rows] == [10, 20, 30]
+  assert rows[-1]["train/loss"] < rows[0]["train/loss"]
+  _assert_accountants_epsilon(rows, target=8.0, num_steps=30)

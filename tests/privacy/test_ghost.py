@@ -24,7 +24,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import jaxml.models
 from jaxml.core.mesh import make_mesh
 from jaxml.privacy.clipping import clipped_grad
-from jaxml.privacy.ghost import check_per_example, ghost_clipped_grad, logits_loss
+from jaxml.models import decision_transformer as dt
+from jaxml.privacy.ghost import (check_per_example, fallback_parameters, ghost_clipped_grad,
+                                 logits_loss)
+from tests.privacy.test_ghost_rules import assert_ghost_equals_vmap
 
 CLIP = 1.0
 
@@ -39,7 +42,7 @@ def image_model(**config):
 
 
 class SequenceModel(nnx.Module):
-  """Tokens [B, T, 8]: a Linear shared by two calls (Gram form, T>1), LayerNorm (fallback)."""
+  """Tokens [B, T, 8]: a Linear shared by two calls (Gram form, T>1), LayerNorm."""
 
   def __init__(self, rngs):
     self.embed = nnx.Linear(8, 8, rngs=rngs)
@@ -57,6 +60,8 @@ MODELS = {
     "mlp": (lambda: image_model(name="mlp", hidden=(32, 16)), (8, 8, 1)),
     "cnn": (lambda: image_model(name="cnn", channels=(4, 8), dense=16), (8, 8, 1)),
     "resnet_layernorm": (lambda: image_model(name="resnet", depth=18, width=4, norm="layer"),
+                         (8, 8, 1)),
+    "resnet_groupnorm": (lambda: image_model(name="resnet", depth=18, width=4, norm="group"),
                          (8, 8, 1)),
     "sequence": (lambda: SequenceModel(nnx.Rngs(0)), (4, 8)),
 }
@@ -105,6 +110,97 @@ def test_ghost_equals_vmap_path(name):
   assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(result.grads))
 
 
+@pytest.mark.parametrize("name", ["resnet_groupnorm", "resnet_layernorm", "sequence"])
+def test_normalised_models_have_no_fallback(name):
+  build, input_shape = MODELS[name]
+  graphdef, params, model_state = nnx.split(build(), nnx.Param, ...)
+  loss = logits_loss(cross_entropy, "image")
+  assert fallback_parameters(loss, graphdef, params, model_state, make_batch(input_shape)) == []
+
+
+def dt_loss(model, examples):
+  """Per-example cross-entropy of the three heads, summed over steps: [B]."""
+  out = model(examples["frames"], examples["returns"], examples["actions"], examples["rewards"])
+  ce = lambda logits, labels: optax.softmax_cross_entropy_with_integer_labels(
+      logits, labels).sum(-1)
+  return (ce(out["action"], examples["actions"]) + ce(out["return"], examples["returns"])
+          + ce(out["reward"], examples["rewards"]))
+
+
+def dt_batch(batch_size=6, steps=3, seed=0):
+  rng = np.random.default_rng(seed)
+  frames = rng.normal(size=(batch_size, steps, 4, 4, 2)).astype(np.float32)
+  frames[-1] = np.nan  # padding
+  frames[1] = np.inf  # a valid example whose gradient is non-finite
+  mask = np.ones(batch_size, np.int32)
+  mask[-1] = 0
+  return jax.tree.map(jnp.asarray, {
+      "frames": frames, "returns": rng.integers(0, 8, (batch_size, steps)),
+      "actions": rng.integers(0, 5, (batch_size, steps)),
+      "rewards": rng.integers(0, dt.NUM_REWARD_CLASSES, (batch_size, steps)), "mask": mask})
+
+
+def small_decision_transformer():
+  return dt.DecisionTransformer(image_shape=(4, 4, 2), patch_size=2, num_actions=5,
+                                num_return_bins=8, context=3, width=16, depth=2, num_heads=2,
+                                rngs=nnx.Rngs(0))
+
+
+def test_decision_transformer_is_fully_ghosted_and_equals_vmap():
+  """Patches, learned positions (Embed per example), return/action/reward embeddings,
+  attention projections, LayerNorms and heads: every parameter has a rule."""
+  assert_ghost_equals_vmap(small_decision_transformer(), dt_batch(), loss=dt_loss)
+
+
+def test_resnet_groupnorm_is_fully_ghosted_and_equals_vmap():
+  assert_ghost_equals_vmap(MODELS["resnet_groupnorm"][0](), make_batch((8, 8, 1)),
+                           loss=logits_loss(cross_entropy, "image"))
+
+
+@pytest.mark.parametrize("name", ["sequence", "decision_transformer"])
+def test_microbatched_ghost_equals_unmicrobatched(name):
+  if name == "sequence":
+    model, batch = SequenceModel(nnx.Rngs(0)), make_batch((4, 8))
+    loss = logits_loss(cross_entropy, "image")
+  else:
+    model, batch, loss = small_decision_transformer(), dt_batch(), dt_loss
+  graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+  whole = ghost_clipped_grad(loss, CLIP, graphdef=graphdef, return_losses=True)
+  parts = ghost_clipped_grad(loss, CLIP, graphdef=graphdef, microbatch_size=2,
+                             return_losses=True)
+  (expected, expected_losses), (result, losses) = (
+      jax.jit(f)(params, model_state, batch) for f in (whole, parts))
+  np.testing.assert_allclose(result.norms, expected.norms, rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(losses, expected_losses, rtol=1e-5)
+  assert int(result.num_nonfinite) == int(expected.num_nonfinite) == 1
+  assert_trees_close(result.grads, expected.grads, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("grouping", ["per_array", "per_top_level_layer"])
+def test_per_layer_ghost_equals_per_layer_vmap(grouping):
+  model = SequenceModel(nnx.Rngs(0))
+  params = nnx.state(model, nnx.Param)
+  if grouping == "per_array":
+    norms = jax.tree.map(lambda _: 0.3, params)
+  else:
+    norms = {"embed": 0.5, "norm": 0.2, "wide": 1.0, "head": 0.4}
+  result = assert_ghost_equals_vmap(model, make_batch((4, 8)), microbatch_size=2,
+                                    loss=logits_loss(cross_entropy, "image"),
+                                    per_layer_clip_norms=norms)
+  assert result.sensitivity == pytest.approx(
+      np.sqrt(sum(c ** 2 for c in jax.tree.leaves(norms))))
+
+
+def test_bad_microbatch_size_is_rejected():
+  graphdef, params, model_state = nnx.split(SequenceModel(nnx.Rngs(0)), nnx.Param, ...)
+  loss = logits_loss(cross_entropy, "image")
+  with pytest.raises(ValueError, match="microbatch_size"):
+    ghost_clipped_grad(loss, CLIP, graphdef=graphdef, microbatch_size=0)
+  with pytest.raises(ValueError, match="does not divide"):
+    ghost_clipped_grad(loss, CLIP, graphdef=graphdef, microbatch_size=3)(
+        params, model_state, make_batch((4, 8)))
+
+
 def test_ghost_equals_python_loop_and_clips_some_examples():
   build, input_shape = MODELS["mlp"]
   graphdef, params, model_state = nnx.split(build(), nnx.Param, ...)
@@ -144,7 +240,7 @@ def test_bad_clip_norm_is_rejected():
     ghost_clipped_grad(logits_loss(cross_entropy, "image"), 0.0, graphdef=None)
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "sequence", "resnet_groupnorm"])
 def test_sharded_equals_unsharded(name):
   build, input_shape = MODELS[name]
   graphdef, params, model_state = nnx.split(build(), nnx.Param, ...)
@@ -159,6 +255,21 @@ def test_sharded_equals_unsharded(name):
   single = jax.jit(fn)(params, model_state, batch)
   np.testing.assert_allclose(sharded.norms, single.norms, rtol=1e-5)
   assert int(sharded.num_nonfinite) == int(single.num_nonfinite)
+  assert_trees_close(sharded.grads, single.grads, atol=1e-6, rtol=1e-5)
+
+
+def test_sharded_decision_transformer_equals_unsharded():
+  """Embedding scatter-adds and attention projections under a `data`-sharded batch."""
+  graphdef, params, model_state = nnx.split(small_decision_transformer(), nnx.Param, ...)
+  batch = dt_batch(batch_size=16)
+  mesh = make_mesh()
+  replicated = NamedSharding(mesh, P())
+  fn = ghost_clipped_grad(dt_loss, CLIP, graphdef=graphdef, allow_fallback=False)
+  sharded = jax.jit(fn, in_shardings=(replicated, replicated, NamedSharding(mesh, P("data"))))(
+      params, model_state, batch)
+  single = jax.jit(fn)(params, model_state, batch)
+  np.testing.assert_allclose(sharded.norms, single.norms, rtol=1e-5)
+  assert int(sharded.num_nonfinite) == int(single.num_nonfinite) == 1
   assert_trees_close(sharded.grads, single.grads, atol=1e-6, rtol=1e-5)
 
 
