@@ -116,7 +116,9 @@ class Prefetcher:
   costs less they stay inline: in-memory arrays and a ~1 ms step on a 2-core CPU measured
   faster inline with batches at ~20% of a step (the thread's GIL handoffs and core contention
   cost more than the building it hides; benchmarks/README.md, runner overhead). The batch
-  for a step is `make_batch(step)` either way, so the order is the same.
+  for a step is `make_batch(step)` either way, so the order is the same. Where the device
+  runs ahead (accelerators, larger CPU steps) the consumer's time is only the dispatch, and
+  the thread is chosen, as it should be there.
   `wait_seconds` accumulates the time the consumer spent on or blocked on input, which is
   what the runner reports as the input-bound share of step time.
   """
