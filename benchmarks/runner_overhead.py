@@ -2,9 +2,11 @@
 
 Both train the same model (the classifier's step function, same optimizer, same shardings)
 on the same digits batches for the same number of steps. The bare loop indexes NumPy arrays
-and calls the jitted step; the runner adds its prefetch thread, metrics buffering, logging,
-periodic checkpoints and preemption checks. Steady-state time excludes the first (compiling)
-step on both sides. Prints the median ratio (goal <= 1.05) and the runner's input-wait share.
+and calls the jitted step; the runner adds its input pipeline (inline, or a prefetch thread
+where batches cost more than a quarter of a step), metrics buffering, logging, periodic
+checkpoints (written on a background thread) and preemption checks. Steady-state time
+excludes the first (compiling) step on both sides. Prints the median ratio (goal <= 1.05)
+and the runner's input-wait share.
 
   python benchmarks/runner_overhead.py [--steps 600 --repeats 5 --model cnn --batch_size 256]
 """
@@ -78,7 +80,8 @@ def main(argv=None):
   parser.add_argument("--checkpoints", type=int, default=2,
                       help="checkpoints the runner saves during the timed loop (Orbax, async)")
   parser.add_argument("--prefetch", type=int, default=2,
-                      help="config.data.prefetch: batches built ahead on a thread (0: inline)")
+                      help="config.data.prefetch: batches built ahead on a thread if they cost "
+                      "> 1/4 of a step, else inline (0: always inline)")
   args = parser.parse_args(argv)
   config = make_config(args)
 

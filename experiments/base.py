@@ -17,8 +17,9 @@ def get_config(*, seed: int = 0, smoke: bool = False) -> ml_collections.ConfigDi
   c.seed = seed
   c.num_devices = 0  # 0 = every device of every host
 
-  # prefetch: batches built ahead on a background thread; 0 builds them inline (async
-  # dispatch still overlaps them with device work), best for cheap in-memory data.
+  # prefetch: up to this many batches built ahead on a background thread, once the first few
+  # show a batch costs more than a quarter of a step; cheaper ones (in-memory data) are built
+  # inline, as 0 always does (jaxml.data.pipeline.Prefetcher).
   c.data = ml_collections.ConfigDict({"source": "", "prefetch": 2})
 
   c.batch_size = 128  # global, over all devices; divisible by the device count

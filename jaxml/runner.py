@@ -23,7 +23,8 @@ from jaxml import algos as _algos
 from jaxml.algos.base import Algorithm
 from jaxml.core import checks, files, lock, rng
 from jaxml.core import mesh as mesh_lib
-from jaxml.core.checkpoint import Checkpointer, warm_start
+from jaxml.core.checkpoint import Checkpointer
+from jaxml.core.warm_start import warm_start
 from jaxml.core import workdir as workdir_lib
 from jaxml.core.metrics import MetricWriter
 from jaxml.data import load_dataset

@@ -23,6 +23,7 @@ import pytest
 
 from jaxml import runner
 from jaxml.core import workdir as workdir_lib
+from jaxml.core.checkpoint import CHECKSUMS
 from jaxml.core.metrics import MetricWriter
 from jaxml.errors import StorageError
 from tests.launch_utils import (assert_same_arrays, checkpoint_steps, launch_cmd, launcher_env,
@@ -228,6 +229,8 @@ def test_workdir_turning_unwritable_exits_3_in_one_line_and_the_rerun_resumes(
       cwd=os.path.dirname(os.path.dirname(__file__)), env=env, stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True)
   wait_for_step(proc, workdir, 150)
+  # Step 100 sealed: its write runs beside the steps, so step 150 may come first on a busy CPU.
+  wait_for_path(proc, workdir / "checkpoints" / "100" / CHECKSUMS)
   for root, dirs, names in os.walk(workdir):
     for name in [*dirs, *names, "."]:
       os.chmod(os.path.join(root, name), 0o555)  # what was open for writing stays writable

@@ -9,6 +9,7 @@ Each host reads only its own slice of every global batch.
 from __future__ import annotations
 
 import functools
+import logging
 import queue
 import threading
 import time
@@ -19,6 +20,8 @@ import numpy as np
 
 from jaxml.core import mesh as mesh_lib
 from jaxml.data.base import Split
+
+log = logging.getLogger(__name__)
 
 
 # Two epochs (a batch may straddle them) for each of up to 8 replicas varying the order
@@ -103,24 +106,40 @@ def eval_batches(split: Split, mesh, batch_size: int) -> Iterator[dict]:
 
 
 class Prefetcher:
-  """Builds the batches for steps [start, stop) on a background thread, `depth` ahead.
+  """The batches for steps [start, stop), in order, built where they cost the consumer least.
 
-  `depth=0` builds each batch in the caller's thread instead: with JAX's asynchronous
-  dispatch that still overlaps input with the previous step's device work, and it avoids
-  contending for the GIL, which is faster when batches are cheap (in-memory arrays).
+  `depth=0` builds each batch in the caller's thread: with JAX's asynchronous dispatch that
+  still overlaps input with the previous step's device work where the device runs ahead.
+  `depth>0` first builds `probe` batches inline, timing each against the consumer's time
+  between two batches (its step). Where a batch costs more than `thread_above` of a step, a
+  background thread builds the rest, `depth` ahead, hiding them behind the steps; where it
+  costs less they stay inline: in-memory arrays and a ~1 ms step on a 2-core CPU measured
+  faster inline with batches at ~20% of a step (the thread's GIL handoffs and core contention
+  cost more than the building it hides; benchmarks/README.md, runner overhead). The batch
+  for a step is `make_batch(step)` either way, so the order is the same. Where the device
+  runs ahead (accelerators, larger CPU steps) the consumer's time is only the dispatch, and
+  the thread is chosen, as it should be there.
   `wait_seconds` accumulates the time the consumer spent on or blocked on input, which is
   what the runner reports as the input-bound share of step time.
   """
 
-  def __init__(self, make_batch: Callable[[int], dict], start: int, stop: int, depth: int = 2):
+  def __init__(self, make_batch: Callable[[int], dict], start: int, stop: int, depth: int = 2,
+               *, probe: int = 8, thread_above: float = 0.25):
     self._make_batch = make_batch
+    self._depth, self._stop_step, self._thread_above = depth, stop, thread_above
     self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
     self._stop = threading.Event()
     self.wait_seconds = 0.0
     self._thread = None
-    if depth > 0:
-      self._thread = threading.Thread(target=self._work, args=(start, stop), daemon=True)
-      self._thread.start()
+    self._probing = probe if depth > 0 else 0  # batches still to build inline and time
+    self._builds: list[float] = []  # seconds to build each probed batch
+    self._steps: list[float] = []  # the consumer's seconds between two probed batches
+    self._handed = None  # when the last inline batch was handed over
+
+  @property
+  def threaded(self) -> bool:
+    """Whether a background thread builds the batches (after the probe, if it chose so)."""
+    return self._thread is not None
 
   def _work(self, start: int, stop: int) -> None:
     try:
@@ -141,7 +160,11 @@ class Prefetcher:
     began = time.perf_counter()
     if self._thread is None:
       batch = self._make_batch(step)
-      self.wait_seconds += time.perf_counter() - began
+      handed = time.perf_counter()
+      self.wait_seconds += handed - began
+      if self._probing:
+        self._probe(step, began, handed)
+      self._handed = handed
       return batch
     got, batch, err = self._queue.get()
     self.wait_seconds += time.perf_counter() - began
@@ -149,6 +172,25 @@ class Prefetcher:
       raise err
     assert got == step, f"prefetcher out of order: wanted step {step}, got {got}"
     return batch
+
+  def _probe(self, step: int, began: float, handed: float) -> None:
+    """Times the batch just built (and the step before it); after the last probed batch,
+    starts the thread for the steps after `step` if batches cost enough to hide."""
+    self._builds.append(handed - began)
+    if self._handed is not None:
+      self._steps.append(began - self._handed)
+    self._probing -= 1
+    if self._probing:
+      return
+    # Medians: the first step compiles, and one slow batch (a cold cache) is not the rule.
+    build = float(np.median(self._builds))
+    per_step = float(np.median(self._steps)) if self._steps else 0.0
+    if build > self._thread_above * per_step and step + 1 < self._stop_step:
+      self._thread = threading.Thread(target=self._work, args=(step + 1, self._stop_step),
+                                      daemon=True)
+      self._thread.start()
+    log.info("input: a batch takes %.3g ms, a step %.3g ms: building batches %s", 1e3 * build,
+             1e3 * per_step, f"{self._depth} ahead on a thread" if self._thread else "inline")
 
   def close(self) -> None:
     self._stop.set()

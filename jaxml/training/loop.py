@@ -99,6 +99,11 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
   bar = tqdm(total=stop, initial=start, unit="step", dynamic_ncols=True,
              disable=not (writer.active and config.progress))
   clock = _Clock(start, prefetch)
+  # The steps after which something besides training happens (the last one too): on the other
+  # steps the loop does no more than it must.
+  periods = [config.log_every, config.eval_every, config.checkpoint_every]
+  if probes and config.few_shot.every:
+    periods.append(config.few_shot.every)
   step = start
   try:
     with signals.deferred(), jax.transfer_guard("disallow"):
@@ -110,6 +115,9 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
         bar.update(1)
         if clock.began is None:
           clock.first_step_done(step, state)
+        stop_for = signals.requested(step, checkpointer)  # every step: multi-host, in step
+        if not (stop_for or step == stop or any(step % every == 0 for every in periods)):
+          continue
         with jax.transfer_guard("allow"):
           if step % config.log_every == 0 or step == stop:
             _log(step, pending, writer, bar, clock, host_metrics)
@@ -119,7 +127,6 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
           if probes and config.few_shot.every and step % config.few_shot.every == 0 and (
               step != stop):
             writer.write(step, few_shot.evaluate(steps, state, probes, mesh, config))
-          stop_for = signals.requested(step, checkpointer)
           if step % config.checkpoint_every == 0 or step == stop or stop_for:
             _log(step, pending, writer, bar, clock, host_metrics)  # no NaN checkpoint
             checkpointer.save(step, state)

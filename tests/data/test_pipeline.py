@@ -1,5 +1,8 @@
 """The batching pipeline: order is a pure function of (seed, step); eval tails are masked."""
 
+import threading
+import time
+
 import jax
 import numpy as np
 import pytest
@@ -56,12 +59,13 @@ def test_eval_batches_pad_tail_with_mask():
   np.testing.assert_array_equal(labels[:21], np.arange(21))
 
 
-@pytest.mark.parametrize("depth", [0, 2])
-def test_prefetcher_yields_in_order_and_propagates_errors(depth):
+@pytest.mark.parametrize("depth, probe", [(0, 8), (2, 1), (2, 8)])
+def test_prefetcher_yields_in_order_and_propagates_errors(depth, probe):
   made = []
-  p = pipeline.Prefetcher(lambda s: made.append(s) or {"s": s}, 3, 8, depth=depth)
+  p = pipeline.Prefetcher(lambda s: made.append(s) or {"s": s}, 3, 8, depth=depth, probe=probe)
   assert [p.next(s)["s"] for s in range(3, 8)] == [3, 4, 5, 6, 7]
   assert made == [3, 4, 5, 6, 7] and p.wait_seconds >= 0
+  assert p.threaded == (probe == 1 and depth > 0)  # one probed batch: no step to weigh it
   p.close()
 
   def boom(step):
@@ -69,11 +73,40 @@ def test_prefetcher_yields_in_order_and_propagates_errors(depth):
       raise RuntimeError("bad record")
     return {}
 
-  p = pipeline.Prefetcher(boom, 0, 5, depth=depth)
+  p = pipeline.Prefetcher(boom, 0, 5, depth=depth, probe=probe)
   p.next(0)
   with pytest.raises(RuntimeError, match="bad record"):
     p.next(1)
   p.close()
+
+
+def _consume(prefetcher, steps, step_seconds):
+  """The steps' batches, each followed by a step of `step_seconds`; and who built each."""
+  out = []
+  for step in steps:
+    out.append(prefetcher.next(step))
+    time.sleep(step_seconds)
+  prefetcher.close()
+  return [b["s"] for b in out], [b["by"] for b in out]
+
+
+def _batch(seconds):
+  return lambda s: time.sleep(seconds) or {"s": s, "by": threading.current_thread().name}
+
+
+def test_batches_much_cheaper_than_a_step_stay_inline():
+  p = pipeline.Prefetcher(_batch(0.0), 0, 20, depth=2, probe=4)
+  order, built_by = _consume(p, range(20), step_seconds=0.01)
+  assert order == list(range(20)) and not p.threaded
+  assert set(built_by) == {threading.current_thread().name}
+
+
+def test_batches_that_cost_a_step_move_to_a_thread_after_the_probe():
+  p = pipeline.Prefetcher(_batch(0.01), 5, 25, depth=2, probe=4)
+  order, built_by = _consume(p, range(5, 25), step_seconds=0.001)
+  assert order == list(range(5, 25)) and p.threaded
+  main = threading.current_thread().name
+  assert built_by[:4] == [main] * 4 and main not in built_by[4:]  # the same batches, in order
 
 
 def test_batch_size_must_divide_devices():
