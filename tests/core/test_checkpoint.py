@@ -242,3 +242,18 @@ def test_keeping_no_checkpoint_is_refused_before_anything_is_written(tmp_path):
   with pytest.raises(ConfigError, match="keep_checkpoints=0 must be at least 1"):
     Checkpointer(str(tmp_path), max_to_keep=0)
   assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_without_room_for_a_copy_the_save_is_orbaxs_own_and_still_complete(tmp_path, mesh,
+                                                                          monkeypatch):
+  from jaxml.core import background  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(background, "fits_a_copy", lambda state: False)
+  checkpointer = Checkpointer(str(tmp_path), max_to_keep=3, use_async=True)
+  for step in (1, 2):
+    checkpointer.save(step, _state(mesh, step))
+    assert not checkpointer._writer.pending  # pylint: disable=protected-access
+  checkpointer.close()
+  state, steps = _restore(tmp_path, mesh)
+  assert steps == [1, 2]
+  np.testing.assert_array_equal(state["w"], np.full((8, 3), 2.0))
+  assert all(os.path.exists(tmp_path / "checkpoints" / str(s) / CHECKSUMS) for s in steps)
