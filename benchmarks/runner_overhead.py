@@ -3,7 +3,7 @@
 Both train the same model (the classifier's step function, same optimizer, same shardings)
 on the same digits batches for the same number of steps. The bare loop indexes NumPy arrays
 and calls the jitted step; the runner adds its input pipeline (inline, or a prefetch thread
-where batches cost more than a quarter of a step), metrics buffering, logging, periodic
+where batches cost more than half a step), metrics buffering, logging, periodic
 checkpoints (written on a background thread) and preemption checks. Steady-state time
 excludes the first (compiling) step on both sides. Prints the median ratio (goal <= 1.05)
 and the runner's input-wait share.
@@ -81,7 +81,7 @@ def main(argv=None):
                       help="checkpoints the runner saves during the timed loop (Orbax, async)")
   parser.add_argument("--prefetch", type=int, default=2,
                       help="config.data.prefetch: batches built ahead on a thread if they cost "
-                      "> 1/4 of a step, else inline (0: always inline)")
+                      "> 1/2 of a step, else inline (0: always inline)")
   args = parser.parse_args(argv)
   config = make_config(args)
 

@@ -18,7 +18,7 @@ def get_config(*, seed: int = 0, smoke: bool = False) -> ml_collections.ConfigDi
   c.num_devices = 0  # 0 = every device of every host
 
   # prefetch: up to this many batches built ahead on a background thread, once the first few
-  # show a batch costs more than a quarter of a step; cheaper ones (in-memory data) are built
+  # show a batch costs more than half a step; cheaper ones (in-memory data) are built
   # inline, as 0 always does (jaxml.data.pipeline.Prefetcher).
   c.data = ml_collections.ConfigDict({"source": "", "prefetch": 2})
 

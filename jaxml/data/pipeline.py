@@ -111,20 +111,21 @@ class Prefetcher:
   `depth=0` builds each batch in the caller's thread: with JAX's asynchronous dispatch that
   still overlaps input with the previous step's device work where the device runs ahead.
   `depth>0` first builds `probe` batches inline, timing each against the consumer's time
-  between two batches (its step). Where a batch costs more than `thread_above` of a step, a
-  background thread builds the rest, `depth` ahead, hiding them behind the steps; where it
-  costs less they stay inline: in-memory arrays and a ~1 ms step on a 2-core CPU measured
-  faster inline with batches at ~20% of a step (the thread's GIL handoffs and core contention
-  cost more than the building it hides; benchmarks/README.md, runner overhead). The batch
+  between two batches (its step). Where a batch costs more than `thread_above` (half) of a
+  step, a background thread builds the rest, `depth` ahead, hiding them behind the steps; where
+  it costs less they stay inline, where asynchronous dispatch already overlaps them with the
+  device's work: in-memory arrays and a ~1.5 ms step on a 2-core CPU (batches at ~25% of a
+  step) measured faster inline (the thread's GIL handoffs and core contention cost more than
+  the building it hides; benchmarks/README.md, runner overhead). The batch
   for a step is `make_batch(step)` either way, so the order is the same. Where the device
-  runs ahead (accelerators, larger CPU steps) the consumer's time is only the dispatch, and
-  the thread is chosen, as it should be there.
+  runs ahead (accelerators, larger CPU steps) the consumer waits for each probed step
+  (`probing`), so a step is weighed by its compute, not by its dispatch.
   `wait_seconds` accumulates the time the consumer spent on or blocked on input, which is
   what the runner reports as the input-bound share of step time.
   """
 
   def __init__(self, make_batch: Callable[[int], dict], start: int, stop: int, depth: int = 2,
-               *, probe: int = 8, thread_above: float = 0.25):
+               *, probe: int = 8, thread_above: float = 0.5):
     self._make_batch = make_batch
     self._depth, self._stop_step, self._thread_above = depth, stop, thread_above
     self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
@@ -135,6 +136,13 @@ class Prefetcher:
     self._builds: list[float] = []  # seconds to build each probed batch
     self._steps: list[float] = []  # the consumer's seconds between two probed batches
     self._handed = None  # when the last inline batch was handed over
+
+  @property
+  def probing(self) -> bool:
+    """Batches are still being timed: the consumer should finish each step before asking for
+    the next batch (`jax.block_until_ready`), so that the time between two batches is the
+    step's compute, not only its asynchronous dispatch."""
+    return self._probing > 0
 
   @property
   def threaded(self) -> bool:

@@ -110,6 +110,8 @@ def train_loop(config, state, steps, dataset, mesh, base_key, checkpointer, writ
       while step < stop:
         batch = prefetch.next(step)
         state, metrics = steps.train(state, batch, base_key)
+        if prefetch.probing:  # the input pipeline weighs batches against the step's compute
+          jax.block_until_ready(metrics)
         pending.add(step, metrics)
         step += 1
         bar.update(1)

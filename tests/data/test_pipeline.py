@@ -109,6 +109,17 @@ def test_batches_that_cost_a_step_move_to_a_thread_after_the_probe():
   assert built_by[:4] == [main] * 4 and main not in built_by[4:]  # the same batches, in order
 
 
+@pytest.mark.parametrize("depth, probe, probed", [(2, 3, 3), (0, 3, 0)])
+def test_probing_lasts_for_the_probed_batches_only(depth, probe, probed):
+  p = pipeline.Prefetcher(_batch(0.0), 0, 10, depth=depth, probe=probe)
+  seen = []
+  for step in range(6):
+    seen.append(p.probing)  # asked before each batch, as the loop asks after each step
+    p.next(step)
+  p.close()
+  assert seen == [True] * probed + [False] * (6 - probed)
+
+
 def test_batch_size_must_divide_devices():
   from jaxml.errors import ConfigError
   mesh = mesh_lib.make_mesh()
