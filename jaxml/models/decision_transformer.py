@@ -134,6 +134,10 @@ class Block(nnx.Module):
 
   def __call__(self, x: jax.Array, mask: jax.Array, sow_weights: bool = False) -> jax.Array:
     x = x + self.attention(self.norm1(x), mask=mask, sow_weights=sow_weights)
+    return self.residual_mlp(x)
+
+  def residual_mlp(self, x: jax.Array) -> jax.Array:
+    """The block's second half, x + MLP(norm2(x)) (also what cached play runs)."""
     return x + self.mlp_out(self.activation(self.mlp_in(self.norm2(x))))
 
 

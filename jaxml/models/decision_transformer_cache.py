@@ -37,17 +37,13 @@ def _check(model: dt.DecisionTransformer) -> None:
       raise ValueError("cached play supports attention without dropout or query/key norms")
 
 
-def _mlp(block: dt.Block, x):
-  return x + block.mlp_out(block.activation(block.mlp_in(block.norm2(x))))
-
-
 def _attend(block: dt.Block, x, query, key, value, mask):
   """`Block.__call__` given the projections: residual attention (the module's own attention
   function, dtype and precision), then the residual MLP."""
   attention = block.attention
   out = attention.attention_fn(query, key, value, mask=mask, dtype=attention.dtype,
                                precision=attention.precision)
-  return _mlp(block, x + attention.out(out))
+  return block.residual_mlp(x + attention.out(out))
 
 
 def _rows(x, index):
