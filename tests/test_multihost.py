@@ -4,22 +4,15 @@ Each process reads only its half of every global batch; the result must match on
 with 8 devices on the same seed (same global batches, same math up to reduction order).
 """
 
-import socket
 import subprocess
 
 import pytest
 
-from tests.launch_utils import (REPO, assert_same_arrays, launch_cmd, launcher_env,
+from tests.launch_utils import (REPO, assert_same_arrays, free_port, launch_cmd, launcher_env,
                                 restore_arrays, run_launcher)
 
 RUN = ("--config.num_steps=20", "--config.log_every=5", "--config.eval_every=10",
        "--config.checkpoint_every=10", "--config.linear_probe.enabled=True")
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 # SupCon adds a cross-host all-gather of embeddings inside jax.shard_map.
@@ -31,7 +24,7 @@ def test_two_processes_match_one_process_with_8_devices(config, tmp_path):
   single = run_launcher(config, tmp_path / "single", *RUN)
   assert single.returncode == 0, single.stderr[-3000:]
 
-  coordinator = f"127.0.0.1:{_free_port()}"
+  coordinator = f"127.0.0.1:{free_port()}"
   workdir = tmp_path / "multi"
   procs = [subprocess.Popen(
       launch_cmd(config, workdir, *RUN, f"--coordinator_address={coordinator}",

@@ -9,13 +9,12 @@ and away from Google's metadata server, so nothing leaves this machine.
 
 import functools
 import json
-import socket
 import subprocess
 from http import HTTPStatus
 
 import pytest
 
-from tests.launch_utils import REPO, launch_cmd, launcher_env
+from tests.launch_utils import REPO, free_port, launch_cmd, launcher_env
 
 emulator = pytest.importorskip(
     "gcp_storage_emulator.server",
@@ -25,12 +24,6 @@ gcsfs_core = pytest.importorskip("gcsfs.core", reason="gcsfs (the gcs extra) is 
 emulator_objects = pytest.importorskip("gcp_storage_emulator.handlers.objects")
 
 BUCKET = "jaxml-test"
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def _download_with_generation(download):
@@ -71,7 +64,7 @@ def fake_gcs(tmp_path_factory):
 
 
 def _serve_fake_gcs(tmp_path_factory):
-  port = _free_port()
+  port = free_port()
   # On disk, in a fresh directory of pytest's.
   server = emulator.create_server("127.0.0.1", port, default_bucket=BUCKET,
                                   data_dir=str(tmp_path_factory.mktemp("gcs")))

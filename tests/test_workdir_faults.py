@@ -9,8 +9,8 @@ import socket
 import subprocess
 
 from jaxml.core import lock
-from tests.launch_utils import (REPO, checkpoint_steps, launch_cmd, launcher_env, run_launcher,
-                                start_launcher, wait_for_step)
+from tests.launch_utils import (REPO, checkpoint_steps, free_port, launch_cmd, launcher_env,
+                                run_launcher, start_launcher, wait_for_step)
 
 CONFIG = "experiments/classifier.py:smoke"
 # Far longer than the test waits, so the first launcher is still running when the second
@@ -99,9 +99,7 @@ def test_another_config_is_refused_untouched_and_a_longer_run_resumes_a_damaged_
 
 def test_a_multi_host_run_on_a_held_workdir_stops_on_every_process(tmp_path):
   """Process 0 alone takes the lock; process 1 must not go on (and hang) when it is refused."""
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    coordinator = f"127.0.0.1:{s.getsockname()[1]}"
+  coordinator = f"127.0.0.1:{free_port()}"
   release = lock.acquire(str(tmp_path))  # held by this test's process
   try:
     procs = [subprocess.Popen(

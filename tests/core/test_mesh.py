@@ -1,5 +1,8 @@
 """The run's mesh and shardings on 8 simulated devices: which devices, which rows where."""
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +11,7 @@ from jax.sharding import AxisType, PartitionSpec as P
 
 from jaxml.core import mesh as mesh_lib
 from jaxml.errors import ConfigError
+from tests.launch_utils import REPO, free_port, launcher_env
 
 
 def test_make_mesh_spans_all_devices_or_the_first_n():
@@ -79,3 +83,35 @@ def test_replicated_puts_the_whole_array_on_every_device():
   assert len(x.addressable_shards) == 8
   for shard in x.addressable_shards:
     np.testing.assert_array_equal(np.asarray(shard.data), value)
+
+
+# Two processes x 4 devices. Each waits longer than gloo's fixed 30 s for a peer at its first
+# collective: process 0 before the mesh (the barrier must wait for it), process 1 after it
+# (the connection the mesh made must be the one its first own collective uses).
+_LATE_PROCESSES = """
+import sys, time
+import jax, numpy as np
+from jaxml.core import mesh as mesh_lib
+process = int(sys.argv[2])
+jax.distributed.initialize(sys.argv[1], 2, process)
+if process == 0:
+  time.sleep(33)
+mesh = mesh_lib.make_mesh()
+if process == 1:
+  time.sleep(33)
+rows = jax.make_array_from_callback((8,), mesh_lib.data_sharding(mesh),
+                                    lambda index: np.arange(8)[index])
+gathered = jax.jit(lambda x: 10 * x, out_shardings=mesh_lib.replicated(mesh))(rows)
+print(np.asarray(gathered.addressable_data(0)).tolist())
+"""
+
+
+def test_multi_host_mesh_waits_for_late_processes_and_connects_their_devices():
+  coordinator = f"127.0.0.1:{free_port()}"
+  procs = [subprocess.Popen([sys.executable, "-c", _LATE_PROCESSES, coordinator, str(i)],
+                            cwd=REPO, env=launcher_env(devices=4), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=240) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+    assert out.splitlines()[-1] == "[0, 10, 20, 30, 40, 50, 60, 70]"  # gloo prints above it
